@@ -1,0 +1,1 @@
+//! Authentication: htpasswd basic auth and Vast.ai's token scheme.

@@ -1,0 +1,3 @@
+//! The gateway: accept, canonicalize, route, authenticate, forward or tunnel, log.
+
+pub mod path;
