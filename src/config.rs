@@ -1,1 +1,711 @@
-//! proxy.toml.
+//! `proxy.toml`: the schema, its defaults, and validation that points at the offending spot.
+//!
+//! Users edit this file by hand on a rented box, often over a web terminal. A mistake must be
+//! reported as `file:line:col: what is wrong, what is expected`, so every value that gets checked
+//! after parsing is kept as a [`toml::Spanned`] and every error carries its byte range.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::Authority;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Where `--config` is looked for when it is not given.
+pub const DEFAULT_SEARCH: &[&str] = &["./proxy.toml", "/etc/vastgate/proxy.toml"];
+
+/// Resolves the config path: the flag, then `VASTGATE_CONFIG`, then [`DEFAULT_SEARCH`].
+pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("VASTGATE_CONFIG").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    DEFAULT_SEARCH
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SEARCH[0]))
+}
+
+/// A configuration problem, located in the file that has it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read the configuration: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {message}")]
+    At {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// How the gateway decides who may pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// htpasswd basic auth (plus Vast's token scheme when `OPEN_BUTTON_TOKEN` is set).
+    Basic,
+    /// Nobody is asked for credentials. Must be written out; it is never a fallback.
+    None,
+    /// A trusted proxy in front (Vast's Caddy) has already checked credentials.
+    Upstream,
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Stdout,
+    Off,
+    File(PathBuf),
+}
+
+/// An IPv4 or IPv6 network in CIDR notation, for `trusted_proxies`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `10.0.0.0/8`, `::1/128` or a bare address (a single host).
+    pub fn parse(s: &str) -> Option<IpNet> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (s.parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(IpNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) if self.addr.is_ipv4() => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => return false,
+            },
+            other => other,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The gateway's own settings (`[gateway]`).
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub auth: AuthMode,
+    /// Resolved against the config file's directory.
+    pub htpasswd: Option<PathBuf>,
+    /// Paths that pass without credentials; a trailing `/` makes a prefix.
+    pub public: Vec<String>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub access_log: AccessLog,
+    /// Cuts clients that take longer than this to send a request's headers.
+    pub header_timeout: Duration,
+    /// How long a connection to an upstream may take to open.
+    pub connect_timeout: Duration,
+    /// Idle pooled upstream connections are closed after this; keep it below the upstreams' own
+    /// keep-alive (uvicorn: 5 s) or a request can land on a connection they just closed.
+    pub pool_idle_timeout: Duration,
+    /// A WebSocket tunnel with no traffic either way for this long is closed (`None`: never).
+    pub tunnel_idle_timeout: Option<Duration>,
+    /// On SIGTERM, how long ordinary in-flight requests may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+/// One `[[route]]`: a path prefix and the upstream behind it.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Always starts with `/`; ends with `/` unless it names a single path.
+    pub prefix: String,
+    /// Shown on the gateway's pages ("Forge is not answering").
+    pub name: String,
+    pub upstream: Authority,
+    pub strip_prefix: bool,
+    pub program: Option<String>,
+    /// Remove `Accept-Encoding` toward the upstream (Forge's GZip middleware holds SSE events).
+    pub drop_accept_encoding: bool,
+    /// Compress responses the upstream left uncompressed, when the client accepts it.
+    pub compress: bool,
+    /// Extra origins (`https://example.com`) whose pages may open WebSockets on this route.
+    pub allow_origins: Vec<String>,
+    /// How long the upstream may take to answer with headers before the client gets a 504.
+    pub response_timeout: Duration,
+}
+
+/// `[program.NAME]`: a process the supervisor keeps alive.
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub name: String,
+    pub command: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+    pub autostart: bool,
+    pub restart: RestartPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+/// `[supervisor]`.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    pub socket: PathBuf,
+}
+
+/// A validated `proxy.toml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub gateway: GatewayConfig,
+    pub routes: Vec<Route>,
+    pub supervisor: SupervisorConfig,
+    pub programs: Vec<Program>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates `text` as if read from `path` (relative paths resolve against its
+    /// directory).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let locate = |span: Option<Range<usize>>, message: String| {
+            let (line, column) = line_col(text, span.map_or(0, |s| s.start));
+            ConfigError::At {
+                file: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        };
+        let raw: RawFile =
+            toml::from_str(text).map_err(|e| locate(e.span(), e.message().to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut config = raw
+            .validate(base)
+            .map_err(|Invalid { span, message }| locate(Some(span), message))?;
+        config.path = path.to_path_buf();
+        Ok(config)
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, column)
+}
+
+/// A semantic error before it is given a file position.
+struct Invalid {
+    span: Range<usize>,
+    message: String,
+}
+
+fn invalid<T>(at: &Spanned<T>, message: impl Into<String>) -> Invalid {
+    Invalid {
+        span: at.span(),
+        message: message.into(),
+    }
+}
+
+type Sp<T> = Spanned<T>;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    gateway: RawGateway,
+    #[serde(default, rename = "route")]
+    routes: Vec<RawRoute>,
+    #[serde(default)]
+    supervisor: RawSupervisor,
+    #[serde(default, rename = "program")]
+    programs: BTreeMap<String, RawProgram>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    listen: Option<Sp<String>>,
+    auth: Option<AuthMode>,
+    htpasswd: Option<String>,
+    public: Option<Vec<Sp<String>>>,
+    trusted_proxies: Option<Vec<Sp<String>>>,
+    access_log: Option<String>,
+    header_timeout: Option<Sp<String>>,
+    connect_timeout: Option<Sp<String>>,
+    pool_idle_timeout: Option<Sp<String>>,
+    tunnel_idle_timeout: Option<Sp<String>>,
+    shutdown_grace: Option<Sp<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: Sp<String>,
+    upstream: Sp<String>,
+    name: Option<String>,
+    #[serde(default)]
+    strip_prefix: bool,
+    program: Option<Sp<String>>,
+    #[serde(default)]
+    drop_accept_encoding: bool,
+    compress: Option<bool>,
+    #[serde(default)]
+    allow_origins: Vec<Sp<String>>,
+    response_timeout: Option<Sp<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSupervisor {
+    socket: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProgram {
+    command: Sp<Vec<String>>,
+    cwd: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default = "yes")]
+    autostart: bool,
+    restart: Option<RestartPolicy>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl RawFile {
+    fn validate(self, base: &Path) -> Result<Config, Invalid> {
+        let g = self.gateway;
+        let listen = match &g.listen {
+            None => SocketAddr::from(([0, 0, 0, 0], 8000)),
+            Some(s) => s.get_ref().parse().map_err(|_| {
+                invalid(s, format!(
+                    "`listen = \"{}\"` is not an address: expected IP:PORT such as \"0.0.0.0:8000\" or \"[::]:8000\"",
+                    s.get_ref()
+                ))
+            })?,
+        };
+        let public = match g.public {
+            None => vec![
+                "/healthz".into(),
+                "/manifest.json".into(),
+                "/.well-known/".into(),
+            ],
+            Some(list) => list
+                .into_iter()
+                .map(|p| {
+                    if p.get_ref().starts_with('/') {
+                        Ok(p.into_inner())
+                    } else {
+                        Err(invalid(
+                            &p,
+                            format!("public path \"{}\" must start with \"/\"", p.get_ref()),
+                        ))
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let trusted_proxies = match g.trusted_proxies {
+            None => vec![IpNet::parse("127.0.0.1/32").into_iter().collect::<Vec<_>>()]
+                .concat(),
+            Some(list) => list
+                .iter()
+                .map(|s| {
+                    IpNet::parse(s.get_ref()).ok_or_else(|| {
+                        invalid(s, format!(
+                            "trusted proxy \"{}\" is not an address or network: expected e.g. \"127.0.0.1/32\" or \"10.0.0.0/8\"",
+                            s.get_ref()
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let access_log = match g.access_log.as_deref() {
+            None | Some("stdout") => AccessLog::Stdout,
+            Some("off") => AccessLog::Off,
+            Some(path) => AccessLog::File(base.join(path)),
+        };
+        let gateway = GatewayConfig {
+            listen,
+            auth: g.auth.unwrap_or(AuthMode::Basic),
+            htpasswd: g.htpasswd.map(|p| base.join(p)),
+            public,
+            trusted_proxies,
+            access_log,
+            header_timeout: duration_or(&g.header_timeout, Duration::from_secs(30))?,
+            connect_timeout: duration_or(&g.connect_timeout, Duration::from_secs(5))?,
+            pool_idle_timeout: duration_or(&g.pool_idle_timeout, Duration::from_secs(4))?,
+            tunnel_idle_timeout: optional_duration_or(
+                &g.tunnel_idle_timeout,
+                Some(Duration::from_secs(3600)),
+            )?,
+            shutdown_grace: duration_or(&g.shutdown_grace, Duration::from_secs(3))?,
+        };
+
+        let programs: Vec<Program> = self
+            .programs
+            .into_iter()
+            .map(|(name, p)| {
+                if p.command.get_ref().is_empty() {
+                    return Err(invalid(&p.command, format!(
+                        "program \"{name}\" has an empty command: expected an argument list such as [\"python3\", \"-m\", \"http.server\"]"
+                    )));
+                }
+                Ok(Program {
+                    command: p.command.into_inner(),
+                    cwd: p.cwd.map(|c| base.join(c)),
+                    env: p.env,
+                    autostart: p.autostart,
+                    restart: p.restart.unwrap_or(RestartPolicy::Always),
+                    name,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+
+        let mut routes: Vec<Route> = Vec::with_capacity(self.routes.len());
+        for r in self.routes {
+            if routes.iter().any(|seen| seen.prefix == *r.prefix.get_ref()) {
+                return Err(invalid(
+                    &r.prefix,
+                    format!(
+                        "duplicate route prefix \"{}\": each prefix may appear once",
+                        r.prefix.get_ref()
+                    ),
+                ));
+            }
+            routes.push(r.validate(&programs)?);
+        }
+
+        Ok(Config {
+            path: PathBuf::new(), // set by `Config::parse`
+            gateway,
+            routes,
+            supervisor: SupervisorConfig {
+                socket: self
+                    .supervisor
+                    .socket
+                    .map_or_else(|| PathBuf::from("/run/vastgate.sock"), |s| base.join(s)),
+            },
+            programs,
+        })
+    }
+}
+
+impl RawRoute {
+    fn validate(self, programs: &[Program]) -> Result<Route, Invalid> {
+        let prefix = self.prefix.get_ref();
+        if !prefix.starts_with('/') {
+            return Err(invalid(
+                &self.prefix,
+                format!("route prefix \"{prefix}\" must start with \"/\" (e.g. \"/files/\")"),
+            ));
+        }
+        if crate::gateway::path::canonicalize(prefix).map_or(true, |c| c != *prefix) {
+            return Err(invalid(&self.prefix, format!(
+                "route prefix \"{prefix}\" is not a canonical path: no \"//\", \".\" or \"..\" segments, escapes or special characters"
+            )));
+        }
+        let upstream = parse_upstream(self.upstream.get_ref()).ok_or_else(|| {
+            invalid(&self.upstream, format!(
+                "upstream \"{}\" is not an HTTP address: expected \"http://HOST:PORT\" such as \"http://127.0.0.1:7860\"",
+                self.upstream.get_ref()
+            ))
+        })?;
+        if let Some(p) = &self.program {
+            if !programs.iter().any(|prog| prog.name == *p.get_ref()) {
+                return Err(invalid(
+                    p,
+                    format!(
+                        "route names program \"{}\" but there is no [program.{}] section",
+                        p.get_ref(),
+                        p.get_ref()
+                    ),
+                ));
+            }
+        }
+        let allow_origins = self
+            .allow_origins
+            .into_iter()
+            .map(|o| {
+                let ok = o.get_ref().parse::<http::Uri>().ok().is_some_and(|u| {
+                    u.scheme().is_some() && u.authority().is_some() && u.path() == "/"
+                });
+                if ok {
+                    Ok(o.get_ref().trim_end_matches('/').to_string())
+                } else {
+                    Err(invalid(&o, format!(
+                        "allowed origin \"{}\" is not an origin: expected SCHEME://HOST[:PORT] such as \"https://example.com\"",
+                        o.get_ref()
+                    )))
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        let program = self.program.map(Spanned::into_inner);
+        let prefix = self.prefix.into_inner();
+        let name = self
+            .name
+            .or_else(|| program.clone())
+            .unwrap_or_else(|| prefix.clone());
+        Ok(Route {
+            name,
+            upstream,
+            strip_prefix: self.strip_prefix,
+            program,
+            drop_accept_encoding: self.drop_accept_encoding,
+            compress: self.compress.unwrap_or(true),
+            allow_origins,
+            response_timeout: duration_or(&self.response_timeout, Duration::from_secs(3600))?,
+            prefix,
+        })
+    }
+}
+
+/// Accepts exactly `http://HOST:PORT` with an optional trailing `/`.
+fn parse_upstream(s: &str) -> Option<Authority> {
+    let rest = s.strip_prefix("http://")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let authority: Authority = rest.parse().ok()?;
+    let port_ok = authority.port_u16().is_some_and(|p| p != 0);
+    (port_ok && !authority.as_str().contains('@') && !authority.host().is_empty())
+        .then_some(authority)
+}
+
+/// Parses `500ms`, `30s`, `5m`, `2h` (or a bare number of seconds).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(digits_end);
+    let n: u64 = number.parse().ok()?;
+    let secs = match unit.trim() {
+        "ms" => return Some(Duration::from_millis(n)),
+        "" | "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+fn duration_or(v: &Option<Sp<String>>, default: Duration) -> Result<Duration, Invalid> {
+    match v {
+        None => Ok(default),
+        Some(s) => match parse_duration(s.get_ref()) {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => Err(invalid(s, format!(
+                "\"{}\" is not a duration: expected a positive number with a unit, such as \"500ms\", \"30s\", \"5m\" or \"1h\"",
+                s.get_ref()
+            ))),
+        },
+    }
+}
+
+/// Like [`duration_or`], but `"off"` means no limit.
+fn optional_duration_or(
+    v: &Option<Sp<String>>,
+    default: Option<Duration>,
+) -> Result<Option<Duration>, Invalid> {
+    match v {
+        Some(s) if s.get_ref() == "off" => Ok(None),
+        None => Ok(default),
+        Some(_) => duration_or(v, Duration::ZERO).map(Some),
+    }
+}
+
+impl fmt::Display for AuthMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AuthMode::Basic => "basic",
+            AuthMode::None => "none",
+            AuthMode::Upstream => "upstream",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(Path::new("/etc/vastgate/proxy.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_gets_safe_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.gateway.listen, "0.0.0.0:8000".parse().unwrap());
+        assert_eq!(c.gateway.auth, AuthMode::Basic);
+        assert!(c.gateway.public.contains(&"/healthz".to_string()));
+        assert_eq!(c.gateway.pool_idle_timeout, Duration::from_secs(4));
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let err = parse("[gateway]\nlisten = \"127.0.0.1:8000\"\nlisen = 1\n").unwrap_err();
+        assert!(
+            err.starts_with("/etc/vastgate/proxy.toml:3:1: unknown field `lisen`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_listen_address_is_located_at_the_value() {
+        let err = parse("[gateway]\nlisten = \"localhost\"\n").unwrap_err();
+        assert!(err.starts_with("/etc/vastgate/proxy.toml:2:10: "), "{err}");
+        assert!(err.contains("expected IP:PORT"), "{err}");
+    }
+
+    #[test]
+    fn prefix_without_leading_slash_is_refused() {
+        let err = parse("[[route]]\nprefix = \"files/\"\nupstream = \"http://127.0.0.1:1\"\n")
+            .unwrap_err();
+        assert!(err.starts_with("/etc/vastgate/proxy.toml:2:10: "), "{err}");
+        assert!(err.contains("must start with \"/\""), "{err}");
+    }
+
+    #[test]
+    fn duplicate_prefix_is_located_at_the_second() {
+        let text = "[[route]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:1\"\n\
+                    [[route]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:2\"\n";
+        let err = parse(text).unwrap_err();
+        assert!(err.starts_with("/etc/vastgate/proxy.toml:5:10: "), "{err}");
+        assert!(err.contains("duplicate route prefix"), "{err}");
+    }
+
+    #[test]
+    fn upstream_must_be_plain_http_with_port() {
+        for bad in [
+            "https://127.0.0.1:1",
+            "http://127.0.0.1",
+            "127.0.0.1:80",
+            "http://u:p@h:1",
+            "http://h:1/x",
+        ] {
+            let text = format!("[[route]]\nprefix = \"/\"\nupstream = \"{bad}\"\n");
+            let err = parse(&text).unwrap_err();
+            assert!(err.contains(":3:12: "), "{bad}: {err}");
+            assert!(
+                err.contains("expected \"http://HOST:PORT\""),
+                "{bad}: {err}"
+            );
+        }
+        let ok =
+            parse("[[route]]\nprefix = \"/\"\nupstream = \"http://localhost:7860/\"\n").unwrap();
+        assert_eq!(ok.routes[0].upstream.as_str(), "localhost:7860");
+    }
+
+    #[test]
+    fn route_naming_unknown_program_is_refused() {
+        let err =
+            parse("[[route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\nprogram = \"forge\"\n")
+                .unwrap_err();
+        assert!(err.contains(":4:11: "), "{err}");
+        assert!(err.contains("no [program.forge] section"), "{err}");
+    }
+
+    #[test]
+    fn type_errors_are_located() {
+        let err = parse("[gateway]\nauth = \"open\"\n").unwrap_err();
+        assert!(err.starts_with("/etc/vastgate/proxy.toml:2:8: "), "{err}");
+        let err =
+            parse("[[route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\nstrip_prefix = \"yes\"\n")
+                .unwrap_err();
+        assert!(err.contains(":4:16: "), "{err}");
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("5 min"), None);
+        assert_eq!(parse_duration("-1s"), None);
+        let err = parse("[gateway]\nheader_timeout = \"soon\"\n").unwrap_err();
+        assert!(
+            err.contains(":2:18: ") && err.contains("not a duration"),
+            "{err}"
+        );
+        let c = parse("[gateway]\ntunnel_idle_timeout = \"off\"\n").unwrap();
+        assert_eq!(c.gateway.tunnel_idle_timeout, None);
+    }
+
+    #[test]
+    fn paths_resolve_against_the_config_directory() {
+        let c =
+            parse("[gateway]\nhtpasswd = \"htpasswd\"\naccess_log = \"access.jsonl\"\n").unwrap();
+        assert_eq!(
+            c.gateway.htpasswd,
+            Some(PathBuf::from("/etc/vastgate/htpasswd"))
+        );
+        assert_eq!(
+            c.gateway.access_log,
+            AccessLog::File("/etc/vastgate/access.jsonl".into())
+        );
+    }
+
+    #[test]
+    fn ip_networks_match_members_only() {
+        let net = IpNet::parse("10.1.0.0/16").unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
+        let host = IpNet::parse("127.0.0.1").unwrap();
+        assert!(host.contains("127.0.0.1".parse().unwrap()));
+        assert!(!host.contains("127.0.0.2".parse().unwrap()));
+        assert!(IpNet::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert!(IpNet::parse("::1/128")
+            .unwrap()
+            .contains("::1".parse().unwrap()));
+        assert_eq!(IpNet::parse("10.0.0.0/33"), None);
+        assert_eq!(IpNet::parse("localhost"), None);
+    }
+}

@@ -1,0 +1,360 @@
+//! Talking to upstreams: the pooled client, the request the upstream sees, and the shaping of
+//! its answer (hop-by-hop removal, compression, event streams that end at shutdown).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use super::compress::{self, Compressed, Encoding};
+use super::headers::{self, Hop, X_FORWARDED_PREFIX, X_REQUEST_ID};
+use super::{Body, BoxError};
+use crate::config::{GatewayConfig, Route};
+
+/// The pooled HTTP/1.1 client toward every upstream.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl UpstreamClient {
+    pub fn new(config: &GatewayConfig) -> UpstreamClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        UpstreamClient { client }
+    }
+
+    /// Sends `req`, waiting at most `timeout` for the response headers.
+    pub async fn send(
+        &self,
+        req: Request<Incoming>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Unreachable(describe(&e))),
+            Ok(Err(e)) => Err(UpstreamError::Failed(describe(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+/// The innermost cause is the useful part ("Connection refused (os error 111)").
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// Why an upstream gave no usable answer.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// Nothing listens, or the connection could not be opened in time: 502.
+    Unreachable(String),
+    /// Connected, but the exchange broke: 502.
+    Failed(String),
+    /// No response headers within the route's `response_timeout`: 504.
+    Timeout,
+}
+
+/// Everything about the incoming request that shapes the upstream request.
+pub struct Outgoing<'a> {
+    pub route: &'a Route,
+    /// The canonical path, prefix already stripped if the route says so.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub hop: Hop<'a>,
+    pub request_id: &'a str,
+    pub websocket: bool,
+}
+
+/// Turns the client's request head into the upstream's, in place: absolute URI for the pool,
+/// HTTP/1.1, Host as the client sent it, forwarding headers, no hop-by-hop headers.
+pub fn prepare(parts: &mut http::request::Parts, out: &Outgoing<'_>) -> Result<(), StatusCode> {
+    let path_and_query = match out.query {
+        Some(q) => PathAndQuery::try_from(format!("{}?{}", out.path, q)),
+        None => PathAndQuery::try_from(out.path),
+    }
+    .map_err(|_| StatusCode::BAD_REQUEST)?;
+    parts.uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(out.route.upstream.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| StatusCode::BAD_REQUEST)?;
+    parts.version = Version::HTTP_11;
+
+    let h = &mut parts.headers;
+    headers::remove_hop_by_hop(h);
+    // HTTP/2 has no Host header: rebuild it from `:authority`, or the client library would put
+    // the upstream's own address there and Gradio would hand the browser unreachable URLs.
+    if let Some(host) = out.hop.host {
+        h.insert(header::HOST, host.clone());
+    }
+    headers::set_forwarded(h, &out.hop);
+    if out.route.strip_prefix {
+        let prefix = out.route.prefix.trim_end_matches('/');
+        if let Ok(v) = HeaderValue::from_str(prefix) {
+            h.insert(X_FORWARDED_PREFIX, v);
+        }
+    } else if !out.hop.trusted {
+        h.remove(X_FORWARDED_PREFIX);
+    }
+    if let Ok(v) = HeaderValue::from_str(out.request_id) {
+        h.insert(X_REQUEST_ID, v);
+    }
+    if out.route.drop_accept_encoding {
+        h.remove(header::ACCEPT_ENCODING);
+    }
+    if out.websocket {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+    Ok(())
+}
+
+/// The host the client addressed: its Host header, or HTTP/2's `:authority`.
+pub fn client_host(headers: &HeaderMap, uri: &Uri) -> Option<HeaderValue> {
+    headers.get(header::HOST).cloned().or_else(|| {
+        uri.authority()
+            .map(Authority::as_str)
+            .and_then(|a| HeaderValue::from_str(a).ok())
+    })
+}
+
+/// How the answer to one request is to be shaped on its way back.
+pub struct Shaping<'a> {
+    pub method: &'a Method,
+    /// The coding the client accepts, when the route compresses.
+    pub encoding: Option<Encoding>,
+    pub streams_stop: &'a CancellationToken,
+}
+
+/// Turns the upstream's (non-101) response into the client's.
+pub fn shape(resp: Response<Incoming>, how: &Shaping<'_>) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    let event_stream = is_event_stream(&parts.headers);
+    let encoding = how
+        .encoding
+        .filter(|_| compress::compressible(how.method, parts.status, &parts.headers));
+    let body: Body = match (encoding, event_stream) {
+        (Some(enc), _) => {
+            compress::mark_encoded(&mut parts.headers, enc);
+            Compressed::new(body, enc).boxed_unsync()
+        }
+        (None, true) => UntilStopped::new(body, how.streams_stop.clone())
+            .map_err(Into::into)
+            .boxed_unsync(),
+        (None, false) => body.map_err(Into::into).boxed_unsync(),
+    };
+    if event_stream {
+        // Tell any buffering proxy in front of us (nginx-style) to pass events on at once.
+        parts
+            .headers
+            .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    }
+    Response::from_parts(parts, body)
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
+/// The 101 answer to the client, carrying the upstream's handshake headers
+/// (`Sec-WebSocket-Accept`, `-Protocol`, `-Extensions`) and the upgrade pair put back.
+pub fn switching_protocols(upstream: &Response<Incoming>) -> Response<Body> {
+    let mut resp = super::pages::empty(StatusCode::SWITCHING_PROTOCOLS);
+    let h = resp.headers_mut();
+    for (name, value) in upstream.headers() {
+        h.append(name.clone(), value.clone());
+    }
+    headers::remove_hop_by_hop(h);
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    resp
+}
+
+pin_project_lite::pin_project! {
+    /// A body that ends as soon as `stop` is cancelled: event streams never end by themselves,
+    /// and a shutdown must not wait for them.
+    pub struct UntilStopped<B> {
+        #[pin]
+        inner: B,
+        #[pin]
+        stopped: WaitForCancellationFutureOwned,
+        done: bool,
+    }
+}
+
+impl<B> UntilStopped<B> {
+    pub fn new(inner: B, stop: CancellationToken) -> Self {
+        UntilStopped {
+            inner,
+            stopped: stop.cancelled_owned(),
+            done: false,
+        }
+    }
+}
+
+impl<B: HttpBody<Data = Bytes>> HttpBody for UntilStopped<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        if *this.done || this.stopped.poll(cx).is_ready() {
+            *this.done = true;
+            return Poll::Ready(None);
+        }
+        this.inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// Unused-type guard so `BoxError` stays the error of every shaped body.
+#[allow(dead_code)]
+fn _assert_body(b: Body) -> impl HttpBody<Data = Bytes, Error = BoxError> {
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    fn route(strip: bool, drop_ae: bool) -> Route {
+        Route {
+            prefix: "/logs/".into(),
+            name: "logdy".into(),
+            upstream: "127.0.0.1:8082".parse().unwrap(),
+            strip_prefix: strip,
+            program: None,
+            drop_accept_encoding: drop_ae,
+            compress: true,
+            allow_origins: vec![],
+            response_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn parts(pairs: &[(&'static str, &'static str)], version: Version) -> http::request::Parts {
+        let mut req = Request::builder()
+            .uri("/logs/api/x?a=1")
+            .version(version)
+            .body(())
+            .unwrap();
+        for (k, v) in pairs {
+            req.headers_mut().append(*k, HeaderValue::from_static(v));
+        }
+        req.into_parts().0
+    }
+
+    #[test]
+    fn upstream_request_keeps_host_and_strips_prefix() {
+        let mut p = parts(
+            &[
+                ("host", "box.example:8000"),
+                ("accept-encoding", "gzip"),
+                ("connection", "x-hop"),
+                ("x-hop", "1"),
+                ("x-forwarded-prefix", "/spoofed"),
+            ],
+            Version::HTTP_11,
+        );
+        let host = client_host(&p.headers, &p.uri);
+        let r = route(true, true);
+        let out = Outgoing {
+            route: &r,
+            path: "/api/x",
+            query: Some("a=1"),
+            hop: Hop {
+                peer: "203.0.113.5".parse::<IpAddr>().unwrap(),
+                trusted: false,
+                proto: "http",
+                host: host.as_ref(),
+            },
+            request_id: "abc",
+            websocket: false,
+        };
+        prepare(&mut p, &out).unwrap();
+        assert_eq!(p.uri, "http://127.0.0.1:8082/api/x?a=1");
+        assert_eq!(p.headers["host"], "box.example:8000");
+        assert_eq!(p.headers["x-forwarded-host"], "box.example:8000");
+        assert_eq!(p.headers["x-forwarded-prefix"], "/logs");
+        assert_eq!(p.headers["x-request-id"], "abc");
+        assert!(!p.headers.contains_key("accept-encoding"));
+        assert!(!p.headers.contains_key("x-hop"));
+        assert!(!p.headers.contains_key("connection"));
+    }
+
+    #[test]
+    fn http2_authority_becomes_the_upstream_host() {
+        let mut req = Request::builder()
+            .uri("https://box.example:8443/logs/x")
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let host = client_host(&req.headers, &req.uri);
+        assert_eq!(host.as_ref().unwrap(), "box.example:8443");
+        let r = route(false, false);
+        let out = Outgoing {
+            route: &r,
+            path: "/logs/x",
+            query: None,
+            hop: Hop {
+                peer: "127.0.0.1".parse::<IpAddr>().unwrap(),
+                trusted: false,
+                proto: "https",
+                host: host.as_ref(),
+            },
+            request_id: "id",
+            websocket: true,
+        };
+        prepare(&mut req, &out).unwrap();
+        assert_eq!(req.version, Version::HTTP_11);
+        assert_eq!(req.headers["host"], "box.example:8443");
+        assert_eq!(req.headers["connection"], "upgrade");
+        assert_eq!(req.headers["upgrade"], "websocket");
+        assert!(!req.headers.contains_key("x-forwarded-prefix"));
+    }
+}

@@ -1,0 +1,297 @@
+//! One request, start to finish: canonical path → route → authenticate → forward or tunnel →
+//! access log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::access_log::{rfc3339, Logged, Record};
+use super::compress;
+use super::forward::{self, Outgoing, Shaping, UpstreamError};
+use super::headers::{self, Hop, UpgradeRequest, X_REQUEST_ID};
+use super::pages::{self, Audience, Problem};
+use super::path::canonicalize;
+use super::router::{is_public, RouteMatch};
+use super::{Body, Gateway, Snapshot};
+use crate::config::{AuthMode, Route};
+
+/// What the gateway knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// `"http"` or `"https"`.
+    pub proto: &'static str,
+}
+
+/// Seconds a browser waits before reloading an error page about an app that is down.
+const RETRY_SECS: u32 = 5;
+
+impl Gateway {
+    /// Serves one request; never fails (every problem becomes a response).
+    pub async fn handle(self: Arc<Self>, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let snapshot = self.snapshot.load_full();
+        let trusted = snapshot.is_trusted(conn.peer.ip());
+        let request_id = trusted
+            .then(|| req.headers().get(X_REQUEST_ID))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map_or_else(|| self.ids.next(), str::to_owned);
+        let mut record = Record {
+            time: rfc3339(SystemTime::now()),
+            client: headers::client_addr(req.headers(), conn.peer.ip(), trusted),
+            method: req.method().clone(),
+            path: String::new(),
+            status: 0,
+            bytes: 0,
+            duration_ms: 0.0,
+            route: None,
+            upstream: None,
+            user: None,
+            request_id,
+            started: Some(started),
+        };
+
+        let mut resp = self.proxy(&snapshot, conn, trusted, req, &mut record).await;
+
+        if let Ok(v) = HeaderValue::from_str(&record.request_id) {
+            resp.headers_mut().insert(X_REQUEST_ID, v);
+        }
+        record.status = resp.status().as_u16();
+        if !self.log.enabled() {
+            return resp;
+        }
+        let (parts, body) = resp.into_parts();
+        Response::from_parts(
+            parts,
+            Logged::new(body, record, self.log.clone()).boxed_unsync(),
+        )
+    }
+
+    async fn proxy(
+        &self,
+        snapshot: &Snapshot,
+        conn: ConnInfo,
+        trusted: bool,
+        mut req: Request<Incoming>,
+        record: &mut Record,
+    ) -> Response<Body> {
+        let uri = req.uri().clone();
+        let audience = Audience::of(req.headers());
+        let path = match canonicalize(uri.path()) {
+            Ok(path) => path,
+            Err(e) => {
+                record.path = uri.path().chars().take(256).collect();
+                return pages::problem(
+                    audience,
+                    Problem {
+                        status: StatusCode::BAD_REQUEST,
+                        title: "Bad request path",
+                        detail: &format!("The request path was refused: {e}."),
+                        retry_after: None,
+                    },
+                );
+            }
+        };
+        record.path = path.to_string();
+
+        if path == "/healthz" {
+            return pages::healthz();
+        }
+
+        let gateway = &snapshot.config.gateway;
+        let matched = snapshot.router.lookup(&path);
+
+        if !is_public(&gateway.public, &path) {
+            match gateway.auth {
+                AuthMode::None => {}
+                AuthMode::Upstream if trusted => {}
+                AuthMode::Upstream => {
+                    return pages::problem(
+                        audience,
+                        Problem {
+                            status: StatusCode::FORBIDDEN,
+                            title: "Forbidden",
+                            detail: "This gateway accepts requests only through its front proxy.",
+                            retry_after: None,
+                        },
+                    )
+                }
+                AuthMode::Basic => {
+                    return pages::problem(
+                        audience,
+                        Problem {
+                            status: StatusCode::INTERNAL_SERVER_ERROR,
+                            title: "No credentials configured",
+                            detail: "Basic authentication is not available in this build.",
+                            retry_after: None,
+                        },
+                    )
+                }
+            }
+        }
+
+        let (route, forward_path) = match matched {
+            RouteMatch::Forward {
+                route,
+                forward_path,
+            } => (route, forward_path),
+            RouteMatch::AddSlash { mut location } => {
+                if let Some(q) = uri.query() {
+                    location.push('?');
+                    location.push_str(q);
+                }
+                return pages::redirect(&location);
+            }
+            RouteMatch::NotFound => {
+                return pages::problem(
+                    audience,
+                    Problem {
+                        status: StatusCode::NOT_FOUND,
+                        title: "Not found",
+                        detail: "No app is served under this path.",
+                        retry_after: None,
+                    },
+                )
+            }
+        };
+        record.route = Some(route.prefix.clone());
+        record.upstream = Some(route.upstream.to_string());
+
+        let websocket = match headers::upgrade_request(req.headers()) {
+            UpgradeRequest::WebSocket => true,
+            // Other upgrades (h2c, ...) are never performed: hop-by-hop removal drops the
+            // request's Upgrade header and it is served as plain HTTP/1.1.
+            UpgradeRequest::Other | UpgradeRequest::None => false,
+        };
+        let host = forward::client_host(req.headers(), req.uri());
+        if websocket && !headers::origin_allowed(req.headers(), host.as_ref(), &route.allow_origins)
+        {
+            return pages::problem(
+                audience,
+                Problem {
+                    status: StatusCode::FORBIDDEN,
+                    title: "Cross-origin WebSocket refused",
+                    detail: "A page of another site tried to open a connection to this app in your name.",
+                    retry_after: None,
+                },
+            );
+        }
+        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+        let encoding = route
+            .compress
+            .then(|| compress::negotiate(req.headers().get(header::ACCEPT_ENCODING)))
+            .flatten();
+
+        let (mut parts, body) = req.into_parts();
+        let method = parts.method.clone();
+        let outgoing = Outgoing {
+            route,
+            path: forward_path,
+            query: uri.query(),
+            hop: Hop {
+                peer: conn.peer.ip(),
+                trusted,
+                proto: conn.proto,
+                host: host.as_ref(),
+            },
+            request_id: &record.request_id,
+            websocket,
+        };
+        if let Err(status) = forward::prepare(&mut parts, &outgoing) {
+            return pages::empty(status);
+        }
+
+        let upstream_resp = match self
+            .upstreams
+            .send(Request::from_parts(parts, body), route.response_timeout)
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) => return upstream_problem(route, &e, audience),
+        };
+
+        match client_upgrade {
+            Some(client_upgrade) if upstream_resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                let resp = forward::switching_protocols(&upstream_resp);
+                let upstream_upgrade = hyper::upgrade::on(upstream_resp);
+                let idle = snapshot.config.gateway.tunnel_idle_timeout;
+                let stop = self.streams_stop.clone();
+                self.tunnels.spawn(async move {
+                    let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
+                        (Ok(c), Ok(u)) => (TokioIo::new(c), TokioIo::new(u)),
+                        (c, u) => {
+                            tracing::debug!(client = ?c.err(), upstream = ?u.err(), "upgrade failed");
+                            return;
+                        }
+                    };
+                    if let Err(e) = super::tunnel::splice(client, upstream, idle, stop).await {
+                        tracing::debug!(error = %e, "tunnel ended with an error");
+                    }
+                });
+                resp
+            }
+            _ if upstream_resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                // An upstream switching protocols on a request that did not ask for it.
+                upstream_problem(
+                    route,
+                    &UpstreamError::Failed("unexpected 101 Switching Protocols".into()),
+                    audience,
+                )
+            }
+            _ => forward::shape(
+                upstream_resp,
+                &Shaping {
+                    method: &method,
+                    encoding,
+                    streams_stop: &self.streams_stop,
+                },
+            ),
+        }
+    }
+}
+
+/// The page for an upstream that gave no usable answer.
+fn upstream_problem(route: &Route, error: &UpstreamError, audience: Audience) -> Response<Body> {
+    let (status, title, detail) = match error {
+        UpstreamError::Unreachable(why) => (
+            StatusCode::BAD_GATEWAY,
+            format!("{} is not answering", route.name),
+            format!(
+                "The gateway could not reach {} at {} ({why}). If it was just started, it may still be loading.",
+                route.name, route.upstream
+            ),
+        ),
+        UpstreamError::Failed(why) => (
+            StatusCode::BAD_GATEWAY,
+            format!("{} broke off the connection", route.name),
+            format!("The exchange with {} failed ({why}).", route.name),
+        ),
+        UpstreamError::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("{} is taking too long", route.name),
+            format!(
+                "{} did not answer within {} s.",
+                route.name,
+                route.response_timeout.as_secs()
+            ),
+        ),
+    };
+    tracing::warn!(route = %route.prefix, upstream = %route.upstream, %detail, "upstream error");
+    pages::problem(
+        audience,
+        Problem {
+            status,
+            title: &title,
+            detail: &detail,
+            retry_after: Some(RETRY_SECS),
+        },
+    )
+}

@@ -1,0 +1,349 @@
+//! Header rules of a reverse proxy, as small pure functions over [`HeaderMap`].
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one hop and never cross the proxy (RFC 9110 §7.6.1), besides whatever
+/// the `Connection` header names.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// `Keep-Alive` and the non-standard `Proxy-Connection` are hop-by-hop too.
+const KEEP_ALIVE: &str = "keep-alive";
+const PROXY_CONNECTION: &str = "proxy-connection";
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Removes hop-by-hop headers, including every header named in `Connection`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
+}
+
+/// Whether a comma-separated header contains `token` (case-insensitive), e.g.
+/// `Connection: keep-alive, Upgrade`.
+pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// What kind of protocol switch a request asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UpgradeRequest {
+    None,
+    WebSocket,
+    /// Anything else (`h2c`, ...): never performed; the request is served as plain HTTP/1.1.
+    Other,
+}
+
+pub fn upgrade_request(headers: &HeaderMap) -> UpgradeRequest {
+    if !headers.contains_key(header::UPGRADE) {
+        return UpgradeRequest::None;
+    }
+    let websocket = has_token(headers, &header::CONNECTION, "upgrade")
+        && headers.get_all(header::UPGRADE).iter().count() == 1
+        && headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    if websocket {
+        UpgradeRequest::WebSocket
+    } else {
+        UpgradeRequest::Other
+    }
+}
+
+/// Facts about the client connection that the forwarded headers report.
+#[derive(Debug, Clone, Copy)]
+pub struct Hop<'a> {
+    pub peer: IpAddr,
+    /// The peer is in `trusted_proxies`: its X-Forwarded-* are believed.
+    pub trusted: bool,
+    /// `"http"` or `"https"`: how the client reached us.
+    pub proto: &'static str,
+    /// The client's Host (or HTTP/2 `:authority`), port included.
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// The address of the client as far as we can believe it: the socket peer, or, behind a trusted
+/// proxy, the last X-Forwarded-For entry (the one that proxy added).
+pub fn client_addr(headers: &HeaderMap, peer: IpAddr, trusted: bool) -> IpAddr {
+    if !trusted {
+        return peer;
+    }
+    headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .last()
+        .unwrap_or(peer)
+}
+
+/// Sets X-Forwarded-For/Proto/Host and X-Real-IP for the upstream. From an untrusted peer every
+/// incoming value is replaced; from a trusted one, For is appended to and Proto/Host pass through.
+pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
+    let peer = hop.peer.to_string();
+    let previous_for = hop
+        .trusted
+        .then(|| join_values(headers, &X_FORWARDED_FOR))
+        .flatten();
+    let xff = match previous_for {
+        Some(prev) => format!("{prev}, {peer}"),
+        None => peer,
+    };
+    let real_ip = client_addr(headers, hop.peer, hop.trusted).to_string();
+    insert_str(headers, X_FORWARDED_FOR, &xff);
+    insert_str(headers, X_REAL_IP, &real_ip);
+
+    let keep_proto = hop.trusted && headers.contains_key(&X_FORWARDED_PROTO);
+    if !keep_proto {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.proto));
+    }
+    let keep_host = hop.trusted && headers.contains_key(&X_FORWARDED_HOST);
+    if !keep_host {
+        match hop.host {
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST, host.clone());
+            }
+            None => {
+                headers.remove(X_FORWARDED_HOST);
+            }
+        }
+    }
+}
+
+fn join_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+fn insert_str(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+/// Whether a browser's WebSocket handshake comes from a page of this same origin (or one the route
+/// allows). Browsers send credentials automatically, so a foreign page must not open the terminal.
+/// Requests without `Origin` (non-browser clients) are not cross-origin.
+pub fn origin_allowed(headers: &HeaderMap, host: Option<&HeaderValue>, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let Some((scheme, origin_authority)) = origin.split_once("://") else {
+        return false; // "null" and other opaque origins
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return false,
+    };
+    let Some(host) = host.and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    match (
+        split_host_port(origin_authority, default_port),
+        split_host_port(host, default_port),
+    ) {
+        (Some((oh, op)), Some((hh, hp))) => oh.eq_ignore_ascii_case(hh) && op == hp,
+        _ => false,
+    }
+}
+
+/// `example.com:8000` → (`example.com`, 8000); `[::1]` → (`[::1]`, default). `None` when the
+/// port is not a number.
+fn split_host_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
+    let port_sep = match authority.rfind(']') {
+        Some(close) => authority[close..].find(':').map(|i| close + i),
+        None => authority.rfind(':'),
+    };
+    match port_sep {
+        Some(i) => Some((&authority[..i], authority[i + 1..].parse().ok()?)),
+        None => Some((authority, default_port)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("x-other", "2"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic eA=="),
+            ("x-kept", "yes"),
+            ("cookie", "a=b"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["x-kept", "cookie"]);
+    }
+
+    #[test]
+    fn websocket_upgrade_needs_both_headers() {
+        let ws = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket"),
+        ]);
+        assert_eq!(upgrade_request(&ws), UpgradeRequest::WebSocket);
+        let h2c = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+        ]);
+        assert_eq!(upgrade_request(&h2c), UpgradeRequest::Other);
+        let no_conn = map(&[("upgrade", "websocket")]);
+        assert_eq!(upgrade_request(&no_conn), UpgradeRequest::Other);
+        let mixed = map(&[("connection", "upgrade"), ("upgrade", "websocket, h2c")]);
+        assert_eq!(upgrade_request(&mixed), UpgradeRequest::Other);
+        assert_eq!(upgrade_request(&map(&[])), UpgradeRequest::None);
+    }
+
+    #[test]
+    fn untrusted_peer_cannot_spoof_forwarded_headers() {
+        let host = HeaderValue::from_static("box.example:8000");
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-real-ip", "1.2.3.4"),
+        ]);
+        let hop = Hop {
+            peer: "203.0.113.9".parse().unwrap(),
+            trusted: false,
+            proto: "http",
+            host: Some(&host),
+        };
+        set_forwarded(&mut h, &hop);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(h["x-real-ip"], "203.0.113.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "box.example:8000");
+    }
+
+    #[test]
+    fn trusted_peer_is_appended_and_its_proto_kept() {
+        let host = HeaderValue::from_static("box.example:8000");
+        let mut h = map(&[
+            ("x-forwarded-for", "198.51.100.7"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "public.example"),
+        ]);
+        let hop = Hop {
+            peer: "127.0.0.1".parse().unwrap(),
+            trusted: true,
+            proto: "http",
+            host: Some(&host),
+        };
+        set_forwarded(&mut h, &hop);
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7, 127.0.0.1");
+        assert_eq!(h["x-real-ip"], "198.51.100.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "public.example");
+    }
+
+    #[test]
+    fn client_addr_believes_only_trusted_peers() {
+        let h = map(&[("x-forwarded-for", "10.0.0.1, 198.51.100.7")]);
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(client_addr(&h, peer, false), peer);
+        assert_eq!(
+            client_addr(&h, peer, true),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        let garbage = map(&[("x-forwarded-for", "not-an-ip")]);
+        assert_eq!(client_addr(&garbage, peer, true), peer);
+    }
+
+    #[test]
+    fn websocket_origin_must_match_host() {
+        let host = HeaderValue::from_static("box.example:8000");
+        let check = |origin: Option<&str>, allowed: &[String]| {
+            let h = match origin {
+                Some(o) => map(&[("origin", o)]),
+                None => map(&[]),
+            };
+            origin_allowed(&h, Some(&host), allowed)
+        };
+        assert!(check(None, &[]));
+        assert!(check(Some("http://box.example:8000"), &[]));
+        assert!(check(Some("http://BOX.example:8000"), &[]));
+        assert!(!check(Some("http://evil.example:8000"), &[]));
+        assert!(!check(Some("http://box.example:8001"), &[]));
+        assert!(!check(Some("http://box.example"), &[]));
+        assert!(!check(Some("null"), &[]));
+        assert!(check(
+            Some("https://ok.example"),
+            &["https://ok.example".into()]
+        ));
+        let default_port = HeaderValue::from_static("box.example");
+        let h = map(&[("origin", "https://box.example")]);
+        assert!(origin_allowed(&h, Some(&default_port), &[]));
+        let v6 = HeaderValue::from_static("[::1]:8000");
+        let h = map(&[("origin", "http://[::1]:8000")]);
+        assert!(origin_allowed(&h, Some(&v6), &[]));
+        let h = map(&[("origin", "http://box.example")]);
+        assert!(origin_allowed(&h, Some(&default_port), &[]));
+    }
+}

@@ -1,0 +1,207 @@
+//! The gateway's own answers: error pages, redirects, `/healthz`.
+//!
+//! Browsers get a small self-refreshing HTML page that names the app; API clients get JSON. A
+//! request that came through Cloudflare (`Cf-Ray`) gets 200 instead of a 5xx, because Cloudflare
+//! would replace a 5xx body with its own page and the user would never see ours.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::Body;
+
+/// Who will read an error answer, taken from the request headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Audience {
+    /// A browser that wants a page rather than JSON.
+    pub html: bool,
+    /// The request came through Cloudflare (`Cf-Ray`).
+    pub cloudflare: bool,
+}
+
+impl Audience {
+    pub fn of(headers: &HeaderMap) -> Audience {
+        Audience {
+            html: headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/html")),
+            cloudflare: headers.contains_key("cf-ray"),
+        }
+    }
+}
+
+/// A complete response with a fixed body.
+pub fn full(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let body = Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+pub fn empty(status: StatusCode) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = status;
+    resp
+}
+
+/// What went wrong, for [`problem`].
+#[derive(Debug, Clone, Copy)]
+pub struct Problem<'a> {
+    pub status: StatusCode,
+    /// A short title: "Forge is not answering".
+    pub title: &'a str,
+    /// One or two sentences for the user.
+    pub detail: &'a str,
+    /// Seconds after which a browser page reloads itself (and `Retry-After`), if any.
+    pub retry_after: Option<u32>,
+}
+
+/// An error answer shaped for the client: HTML for browsers, JSON for others.
+pub fn problem(audience: Audience, p: Problem<'_>) -> Response<Body> {
+    let status = if audience.cloudflare && p.status.is_server_error() {
+        StatusCode::OK
+    } else {
+        p.status
+    };
+    let mut resp = if audience.html {
+        full(status, "text/html; charset=utf-8", html_page(&p))
+    } else {
+        let body = serde_json::json!({
+            "error": p.title,
+            "detail": p.detail,
+            "status": p.status.as_u16(),
+        });
+        full(status, "application/json", format!("{body}\n"))
+    };
+    if let Some(secs) = p.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+fn html_page(p: &Problem<'_>) -> String {
+    let refresh = p
+        .retry_after
+        .map(|s| format!("<meta http-equiv=\"refresh\" content=\"{s}\">"))
+        .unwrap_or_default();
+    let note = if p.retry_after.is_some() {
+        "<p class=\"note\">This page reloads itself.</p>"
+    } else {
+        ""
+    };
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">{refresh}\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40rem;\
+         margin:4rem auto;padding:0 1rem;color:#222}}h1{{font-size:1.4rem}}.note{{color:#666}}\
+         code{{background:#f3f3f3;padding:0 .2em}}</style></head><body><h1>{title}</h1>\
+         <p>{detail}</p>{note}<p class=\"note\">{code} · vastgate</p></body></html>\n",
+        title = escape(p.title),
+        detail = escape(p.detail),
+        code = p.status.as_u16(),
+    )
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A redirect that keeps the method (307) to `location`.
+pub fn redirect(location: &str) -> Response<Body> {
+    let mut resp = empty(StatusCode::TEMPORARY_REDIRECT);
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        Err(_) => *resp.status_mut() = StatusCode::BAD_REQUEST,
+    }
+    resp
+}
+
+/// `GET /healthz`: the gateway itself is up.
+pub fn healthz() -> Response<Body> {
+    full(StatusCode::OK, "application/json", "{\"status\":\"ok\"}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    header::HeaderName::from_static(k),
+                    HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    const DOWN: Problem<'static> = Problem {
+        status: StatusCode::BAD_GATEWAY,
+        title: "Forge is not answering",
+        detail: "<script>",
+        retry_after: Some(5),
+    };
+
+    #[test]
+    fn browsers_get_a_refreshing_escaped_page() {
+        let resp = problem(Audience::of(&headers(&[("accept", "text/html,*/*")])), DOWN);
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+        assert_eq!(resp.headers()["retry-after"], "5");
+    }
+
+    #[test]
+    fn cloudflare_requests_get_200_for_server_errors_only() {
+        let resp = problem(Audience::of(&headers(&[("cf-ray", "abc")])), DOWN);
+        assert_eq!(resp.status(), StatusCode::OK);
+        let not_found = Problem {
+            status: StatusCode::NOT_FOUND,
+            ..DOWN
+        };
+        assert_eq!(
+            problem(Audience::of(&headers(&[("cf-ray", "abc")])), not_found).status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn html_escapes_everything_user_visible() {
+        let page = html_page(&DOWN);
+        assert!(page.contains("&lt;script&gt;"));
+        assert!(!page.contains("<script>"));
+        assert!(page.contains("http-equiv=\"refresh\" content=\"5\""));
+    }
+}

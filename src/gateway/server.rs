@@ -1,0 +1,173 @@
+//! The listener: accepting connections, serving HTTP/1.1 and HTTP/2 on them, reloading on SIGHUP
+//! and stopping cleanly on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::access_log::{AccessLogger, RequestIds};
+use super::forward::UpstreamClient;
+use super::handler::ConnInfo;
+use super::{Gateway, Snapshot};
+use crate::config::{Config, ConfigError};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Unsafe(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the access log {path}: {source}")]
+    AccessLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Runs the gateway for the config at `path` until SIGTERM/SIGINT or `stop` is cancelled.
+pub async fn serve(path: &Path, stop: CancellationToken) -> Result<(), ServeError> {
+    let config = Config::load(path)?;
+    Gateway::refuse_unsafe(&config).map_err(ServeError::Unsafe)?;
+    let listener = TcpListener::bind(config.gateway.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.gateway.listen,
+            source,
+        })?;
+    let log = AccessLogger::start(&config.gateway.access_log).map_err(|source| {
+        ServeError::AccessLog {
+            path: match &config.gateway.access_log {
+                crate::config::AccessLog::File(p) => p.clone(),
+                _ => PathBuf::from("stdout"),
+            },
+            source,
+        }
+    })?;
+    let gateway = Arc::new(Gateway {
+        upstreams: UpstreamClient::new(&config.gateway),
+        snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
+        log,
+        ids: RequestIds::new(),
+        streams_stop: CancellationToken::new(),
+        tunnels: TaskTracker::new(),
+    });
+    let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(ServeError::Signals)?;
+
+    let local = listener.local_addr().ok();
+    tracing::info!(listen = ?local, config = %path.display(), "gateway listening");
+
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => serve_connection(&gateway, &graceful, stream, peer),
+                Err(e) => accept_failed(e).await,
+            },
+            _ = hangup.recv() => reload(&gateway, path),
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            () = stop.cancelled() => break,
+        }
+    }
+
+    drop(listener);
+    let grace = gateway.snapshot.load().config.gateway.shutdown_grace;
+    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
+    gateway.streams_stop.cancel();
+    gateway.tunnels.close();
+    let drained = tokio::time::timeout(grace, async {
+        graceful.shutdown().await;
+        gateway.tunnels.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("in-flight requests still running after the grace period; closing them");
+    }
+    Ok(())
+}
+
+fn serve_connection(
+    gateway: &Arc<Gateway>,
+    graceful: &GracefulShutdown,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let header_timeout = gateway.snapshot.load().config.gateway.header_timeout;
+    let conn_info = ConnInfo {
+        peer,
+        proto: "http",
+    };
+    let gw = gateway.clone();
+    let service = service_fn(move |req| {
+        let gw = gw.clone();
+        async move { Ok::<_, std::convert::Infallible>(gw.handle(conn_info, req).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .into_owned();
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    });
+}
+
+/// Out of file descriptors (or a similar resource): wait instead of spinning on `accept`.
+async fn accept_failed(e: std::io::Error) {
+    tracing::warn!(error = %e, "accept failed; pausing new connections briefly");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// Re-reads the config; routes swap atomically, a bad file leaves the old one serving.
+fn reload(gateway: &Gateway, path: &Path) {
+    match Config::load(path) {
+        Ok(config) => {
+            if let Err(why) = Gateway::refuse_unsafe(&config) {
+                tracing::error!(%why, "reload refused; the previous configuration keeps serving");
+                return;
+            }
+            let old = gateway.snapshot.load();
+            if old.config.gateway.listen != config.gateway.listen {
+                tracing::warn!(
+                    "the listen address changed; it takes effect at the next start (listeners stay)"
+                );
+            }
+            let routes = config.routes.len();
+            gateway.snapshot.store(Arc::new(Snapshot::new(config)));
+            tracing::info!(routes, "configuration reloaded");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused; the previous configuration keeps serving")
+        }
+    }
+}
