@@ -142,10 +142,19 @@ fn serve_connection(
     });
 }
 
-/// Out of file descriptors (or a similar resource): wait instead of spinning on `accept`.
+/// Out of file descriptors or memory: wait instead of spinning on `accept`. Errors about one
+/// connection (reset before it was accepted) just move on to the next.
 async fn accept_failed(e: std::io::Error) {
-    tracing::warn!(error = %e, "accept failed; pausing new connections briefly");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let exhausted = matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    );
+    if exhausted {
+        tracing::warn!(error = %e, "accept failed; pausing new connections for 100 ms");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    } else {
+        tracing::debug!(error = %e, "accept failed");
+    }
 }
 
 /// Re-reads the config; routes swap atomically, a bad file leaves the old one serving.
