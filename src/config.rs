@@ -137,6 +137,16 @@ pub struct GatewayConfig {
     pub tunnel_idle_timeout: Option<Duration>,
     /// On SIGTERM, how long ordinary in-flight requests may take to finish.
     pub shutdown_grace: Duration,
+    /// Accept plaintext passwords in the htpasswd file.
+    pub allow_plaintext: bool,
+    /// Create or update the htpasswd entry of `USERNAME`/`PASSWORD` (default admin/admin) at start.
+    pub env_credentials: bool,
+    /// Open `sensitive` routes even while the default password is in use.
+    pub allow_default_password: bool,
+    /// Wrong passwords from one client address before it is answered 429.
+    pub failure_limit: u32,
+    /// The window in which `failure_limit` failures are counted.
+    pub failure_window: Duration,
 }
 
 /// One `[[route]]`: a path prefix and the upstream behind it.
@@ -157,6 +167,10 @@ pub struct Route {
     pub allow_origins: Vec<String>,
     /// How long the upstream may take to answer with headers before the client gets a 504.
     pub response_timeout: Duration,
+    /// A root shell or file manager: closed while the default password is in use.
+    pub sensitive: bool,
+    /// Forward the client's `Authorization` header (for upstreams with their own login).
+    pub keep_authorization: bool,
 }
 
 /// `[program.NAME]`: a process the supervisor keeps alive.
@@ -278,6 +292,14 @@ struct RawGateway {
     pool_idle_timeout: Option<Sp<String>>,
     tunnel_idle_timeout: Option<Sp<String>>,
     shutdown_grace: Option<Sp<String>>,
+    #[serde(default)]
+    allow_plaintext: bool,
+    #[serde(default)]
+    env_credentials: bool,
+    #[serde(default)]
+    allow_default_password: bool,
+    failure_limit: Option<Sp<u32>>,
+    failure_window: Option<Sp<String>>,
 }
 
 #[derive(Deserialize)]
@@ -295,6 +317,10 @@ struct RawRoute {
     #[serde(default)]
     allow_origins: Vec<Sp<String>>,
     response_timeout: Option<Sp<String>>,
+    #[serde(default)]
+    sensitive: bool,
+    #[serde(default)]
+    keep_authorization: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -371,22 +397,35 @@ impl RawFile {
             Some("off") => AccessLog::Off,
             Some(path) => AccessLog::File(base.join(path)),
         };
-        let gateway = GatewayConfig {
-            listen,
-            auth: g.auth.unwrap_or(AuthMode::Basic),
-            htpasswd: g.htpasswd.map(|p| base.join(p)),
-            public,
-            trusted_proxies,
-            access_log,
-            header_timeout: duration_or(&g.header_timeout, Duration::from_secs(30))?,
-            connect_timeout: duration_or(&g.connect_timeout, Duration::from_secs(5))?,
-            pool_idle_timeout: duration_or(&g.pool_idle_timeout, Duration::from_secs(4))?,
-            tunnel_idle_timeout: optional_duration_or(
-                &g.tunnel_idle_timeout,
-                Some(Duration::from_secs(3600)),
-            )?,
-            shutdown_grace: duration_or(&g.shutdown_grace, Duration::from_secs(3))?,
-        };
+        let gateway =
+            GatewayConfig {
+                listen,
+                auth: g.auth.unwrap_or(AuthMode::Basic),
+                htpasswd: g.htpasswd.map(|p| base.join(p)),
+                public,
+                trusted_proxies,
+                access_log,
+                header_timeout: duration_or(&g.header_timeout, Duration::from_secs(30))?,
+                connect_timeout: duration_or(&g.connect_timeout, Duration::from_secs(5))?,
+                pool_idle_timeout: duration_or(&g.pool_idle_timeout, Duration::from_secs(4))?,
+                tunnel_idle_timeout: optional_duration_or(
+                    &g.tunnel_idle_timeout,
+                    Some(Duration::from_secs(3600)),
+                )?,
+                shutdown_grace: duration_or(&g.shutdown_grace, Duration::from_secs(3))?,
+                allow_plaintext: g.allow_plaintext,
+                env_credentials: g.env_credentials,
+                allow_default_password: g.allow_default_password,
+                failure_limit: match &g.failure_limit {
+                    None => 10,
+                    Some(n) if *n.get_ref() > 0 => *n.get_ref(),
+                    Some(n) => return Err(invalid(
+                        n,
+                        "failure_limit must be at least 1 (failures per client address before 429)",
+                    )),
+                },
+                failure_window: duration_or(&g.failure_window, Duration::from_secs(60))?,
+            };
 
         let programs: Vec<Program> = self
             .programs
@@ -501,6 +540,8 @@ impl RawRoute {
             compress: self.compress.unwrap_or(true),
             allow_origins,
             response_timeout: duration_or(&self.response_timeout, Duration::from_secs(3600))?,
+            sensitive: self.sensitive,
+            keep_authorization: self.keep_authorization,
             prefix,
         })
     }

@@ -30,6 +30,20 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Print an htpasswd line (bcrypt) for USER, reading the password from stdin.
+    ///
+    /// With --file, the entry is created or replaced in that file instead (atomically, keeping
+    /// the other users); a running gateway picks the change up within a second.
+    Passwd {
+        /// The user name.
+        user: String,
+        /// bcrypt cost (4-31); each step doubles the work of every login check that misses the cache.
+        #[arg(long, default_value_t = vastgate::auth::DEFAULT_BCRYPT_COST)]
+        cost: u32,
+        /// Update this htpasswd file in place instead of printing the line.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
     /// Validate the configuration and exit: 0 when it is good, 1 with FILE:LINE:COL when not.
     Check {
         /// The configuration file [default: $VASTGATE_CONFIG, ./proxy.toml, /etc/vastgate/proxy.toml]
@@ -43,6 +57,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(config),
         Command::Serve { config } => serve(config),
+        Command::Passwd { user, cost, file } => passwd(&user, cost, file),
     }
 }
 
@@ -60,6 +75,39 @@ fn check(flag: Option<PathBuf>) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn passwd(user: &str, cost: u32, file: Option<PathBuf>) -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("error: cannot read the password from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        eprintln!("error: the password read from stdin is empty");
+        return ExitCode::FAILURE;
+    }
+    let result = match &file {
+        Some(path) => vastgate::auth::htpasswd_line(user, password, cost)
+            .map_err(|e| e.to_string())
+            .and_then(|_| {
+                vastgate::auth::upsert_user_file(path, user, password, cost)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            })
+            .map(|_| eprintln!("{}: entry for {user} written", path.display())),
+        None => vastgate::auth::htpasswd_line(user, password, cost)
+            .map(|l| println!("{l}"))
+            .map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

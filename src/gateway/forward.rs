@@ -272,6 +272,8 @@ mod tests {
             compress: true,
             allow_origins: vec![],
             response_timeout: Duration::from_secs(1),
+            sensitive: false,
+            keep_authorization: false,
         }
     }
 

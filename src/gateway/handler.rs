@@ -14,12 +14,13 @@ use hyper_util::rt::TokioIo;
 use super::access_log::{rfc3339, Logged, Record};
 use super::compress;
 use super::forward::{self, Outgoing, Shaping, UpstreamError};
+use super::gatekeeper::Admission;
 use super::headers::{self, Hop, UpgradeRequest, X_REQUEST_ID};
 use super::pages::{self, Audience, Problem};
 use super::path::canonicalize;
 use super::router::{is_public, RouteMatch};
 use super::{Body, Gateway, Snapshot};
-use crate::config::{AuthMode, Route};
+use crate::config::Route;
 
 /// What the gateway knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -84,7 +85,7 @@ impl Gateway {
         record: &mut Record,
     ) -> Response<Body> {
         let uri = req.uri().clone();
-        let audience = Audience::of(req.headers());
+        let audience = Audience::of(req.headers(), snapshot.gatekeeper.default_password);
         let path = match canonicalize(uri.path()) {
             Ok(path) => path,
             Err(e) => {
@@ -109,34 +110,38 @@ impl Gateway {
         let gateway = &snapshot.config.gateway;
         let matched = snapshot.router.lookup(&path);
 
+        let mut user = None;
+        let mut query = uri.query().map(str::to_owned);
+        let mut set_cookie = None;
         if !is_public(&gateway.public, &path) {
-            match gateway.auth {
-                AuthMode::None => {}
-                AuthMode::Upstream if trusted => {}
-                AuthMode::Upstream => {
-                    return pages::problem(
-                        audience,
-                        Problem {
-                            status: StatusCode::FORBIDDEN,
-                            title: "Forbidden",
-                            detail: "This gateway accepts requests only through its front proxy.",
-                            retry_after: None,
-                        },
-                    )
+            let admission = snapshot
+                .gatekeeper
+                .admit(
+                    req.headers(),
+                    &path,
+                    uri.query(),
+                    record.client,
+                    trusted,
+                    conn.proto == "https",
+                    audience,
+                )
+                .await;
+            match admission {
+                Admission::Pass {
+                    user: who,
+                    query: rewritten,
+                    set_cookie: cookie,
+                } => {
+                    user = who;
+                    if let Some(rewritten) = rewritten {
+                        query = rewritten;
+                    }
+                    set_cookie = cookie;
                 }
-                AuthMode::Basic => {
-                    return pages::problem(
-                        audience,
-                        Problem {
-                            status: StatusCode::INTERNAL_SERVER_ERROR,
-                            title: "No credentials configured",
-                            detail: "Basic authentication is not available in this build.",
-                            retry_after: None,
-                        },
-                    )
-                }
+                Admission::Answer(resp) => return resp,
             }
         }
+        record.user = user.clone();
 
         let (route, forward_path) = match matched {
             RouteMatch::Forward {
@@ -144,7 +149,7 @@ impl Gateway {
                 forward_path,
             } => (route, forward_path),
             RouteMatch::AddSlash { mut location } => {
-                if let Some(q) = uri.query() {
+                if let Some(q) = &query {
                     location.push('?');
                     location.push_str(q);
                 }
@@ -164,6 +169,21 @@ impl Gateway {
         };
         record.route = Some(route.prefix.clone());
         record.upstream = Some(route.upstream.to_string());
+        if snapshot
+            .gatekeeper
+            .closes(route, gateway.allow_default_password)
+        {
+            return pages::problem(
+                audience,
+                Problem {
+                    status: StatusCode::FORBIDDEN,
+                    title: &format!("{} is closed while the default password is in use", route.name),
+                    detail: "Anyone who guesses admin/admin could use it. Set PASSWORD (and USERNAME) in the \
+                             container's environment and restart the container to open it.",
+                    retry_after: None,
+                },
+            );
+        }
 
         let websocket = match headers::upgrade_request(req.headers()) {
             UpgradeRequest::WebSocket => true,
@@ -195,7 +215,7 @@ impl Gateway {
         let outgoing = Outgoing {
             route,
             path: forward_path,
-            query: uri.query(),
+            query: query.as_deref(),
             hop: Hop {
                 peer: conn.peer.ip(),
                 trusted,
@@ -208,6 +228,9 @@ impl Gateway {
         if let Err(status) = forward::prepare(&mut parts, &outgoing) {
             return pages::empty(status);
         }
+        snapshot
+            .gatekeeper
+            .scrub(&mut parts.headers, route, user.as_deref());
 
         let upstream_resp = match self
             .upstreams
@@ -218,7 +241,7 @@ impl Gateway {
             Err(e) => return upstream_problem(route, &e, audience),
         };
 
-        match client_upgrade {
+        let mut resp = match client_upgrade {
             Some(client_upgrade) if upstream_resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 let resp = forward::switching_protocols(&upstream_resp);
                 let upstream_upgrade = hyper::upgrade::on(upstream_resp);
@@ -254,7 +277,11 @@ impl Gateway {
                     streams_stop: &self.streams_stop,
                 },
             ),
+        };
+        if let Some(cookie) = set_cookie {
+            resp.headers_mut().append(header::SET_COOKIE, cookie);
         }
+        resp
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod compress;
 pub mod forward;
+pub mod gatekeeper;
 pub mod handler;
 pub mod headers;
 pub mod pages;
@@ -24,7 +25,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{AuthMode, Config};
+use crate::config::Config;
 
 pub use server::{serve, ServeError};
 
@@ -39,12 +40,21 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 pub struct Snapshot {
     pub config: Config,
     pub router: router::Router,
+    pub gatekeeper: gatekeeper::Gatekeeper,
 }
 
 impl Snapshot {
-    pub fn new(config: Config) -> Snapshot {
+    /// Prepares `config` for serving, reusing what `previous` can lend (the authenticator and its
+    /// cache). Blocking: it reads the password file and may hash. `Err` says why the
+    /// configuration cannot be served.
+    pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, String> {
+        let gatekeeper = gatekeeper::Gatekeeper::build(&config, previous.map(|p| &p.gatekeeper))?;
         let router = router::Router::new(&config.routes);
-        Snapshot { config, router }
+        Ok(Snapshot {
+            config,
+            router,
+            gatekeeper,
+        })
     }
 
     pub fn is_trusted(&self, peer: IpAddr) -> bool {
@@ -67,19 +77,4 @@ pub struct Gateway {
     pub streams_stop: CancellationToken,
     /// WebSocket tunnels, which hyper's graceful shutdown does not see once upgraded.
     pub tunnels: TaskTracker,
-}
-
-impl Gateway {
-    /// Checks that `config` can be served as it stands: an open gateway must be asked for.
-    pub fn refuse_unsafe(config: &Config) -> Result<(), String> {
-        match config.gateway.auth {
-            AuthMode::None | AuthMode::Upstream => Ok(()),
-            AuthMode::Basic => Err(format!(
-                "{}: auth = \"basic\" needs credentials, and this build has no htpasswd support yet; \
-                 write auth = \"none\" under [gateway] to serve without a login (only behind another \
-                 authenticating proxy or on a private network)",
-                config.path.display()
-            )),
-        }
-    }
 }

@@ -18,11 +18,14 @@ pub struct Audience {
     pub html: bool,
     /// The request came through Cloudflare (`Cf-Ray`).
     pub cloudflare: bool,
+    /// The login is still the default admin/admin: every page says so.
+    pub default_password: bool,
 }
 
 impl Audience {
-    pub fn of(headers: &HeaderMap) -> Audience {
+    pub fn of(headers: &HeaderMap, default_password: bool) -> Audience {
         Audience {
+            default_password,
             html: headers
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
@@ -80,13 +83,20 @@ pub fn problem(audience: Audience, p: Problem<'_>) -> Response<Body> {
         p.status
     };
     let mut resp = if audience.html {
-        full(status, "text/html; charset=utf-8", html_page(&p))
+        full(
+            status,
+            "text/html; charset=utf-8",
+            html_page(&p, audience.default_password),
+        )
     } else {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": p.title,
             "detail": p.detail,
             "status": p.status.as_u16(),
         });
+        if audience.default_password {
+            body["warning"] = DEFAULT_PASSWORD_WARNING.into();
+        }
         full(status, "application/json", format!("{body}\n"))
     };
     if let Some(secs) = p.retry_after {
@@ -96,7 +106,15 @@ pub fn problem(audience: Audience, p: Problem<'_>) -> Response<Body> {
     resp
 }
 
-fn html_page(p: &Problem<'_>) -> String {
+const DEFAULT_PASSWORD_WARNING: &str =
+    "This box still uses the default login admin/admin: set PASSWORD in its environment and restart.";
+
+fn html_page(p: &Problem<'_>, default_password: bool) -> String {
+    let banner = if default_password {
+        format!("<p class=\"warn\">{DEFAULT_PASSWORD_WARNING}</p>")
+    } else {
+        String::new()
+    };
     let refresh = p
         .retry_after
         .map(|s| format!("<meta http-equiv=\"refresh\" content=\"{s}\">"))
@@ -111,7 +129,8 @@ fn html_page(p: &Problem<'_>) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{title}</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40rem;\
          margin:4rem auto;padding:0 1rem;color:#222}}h1{{font-size:1.4rem}}.note{{color:#666}}\
-         code{{background:#f3f3f3;padding:0 .2em}}</style></head><body><h1>{title}</h1>\
+         code{{background:#f3f3f3;padding:0 .2em}}.warn{{background:#fde2e1;color:#8a1c14;\
+         padding:.5rem .75rem;border-radius:4px}}</style></head><body>{banner}<h1>{title}</h1>\
          <p>{detail}</p>{note}<p class=\"note\">{code} · vastgate</p></body></html>\n",
         title = escape(p.title),
         detail = escape(p.detail),
@@ -177,7 +196,10 @@ mod tests {
 
     #[test]
     fn browsers_get_a_refreshing_escaped_page() {
-        let resp = problem(Audience::of(&headers(&[("accept", "text/html,*/*")])), DOWN);
+        let resp = problem(
+            Audience::of(&headers(&[("accept", "text/html,*/*")]), false),
+            DOWN,
+        );
         assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
         assert_eq!(resp.headers()["retry-after"], "5");
@@ -185,21 +207,25 @@ mod tests {
 
     #[test]
     fn cloudflare_requests_get_200_for_server_errors_only() {
-        let resp = problem(Audience::of(&headers(&[("cf-ray", "abc")])), DOWN);
+        let resp = problem(Audience::of(&headers(&[("cf-ray", "abc")]), false), DOWN);
         assert_eq!(resp.status(), StatusCode::OK);
         let not_found = Problem {
             status: StatusCode::NOT_FOUND,
             ..DOWN
         };
         assert_eq!(
-            problem(Audience::of(&headers(&[("cf-ray", "abc")])), not_found).status(),
+            problem(
+                Audience::of(&headers(&[("cf-ray", "abc")]), false),
+                not_found
+            )
+            .status(),
             StatusCode::NOT_FOUND
         );
     }
 
     #[test]
     fn html_escapes_everything_user_visible() {
-        let page = html_page(&DOWN);
+        let page = html_page(&DOWN, false);
         assert!(page.contains("&lt;script&gt;"));
         assert!(!page.contains("<script>"));
         assert!(page.contains("http-equiv=\"refresh\" content=\"5\""));

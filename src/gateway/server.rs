@@ -46,25 +46,29 @@ pub enum ServeError {
 /// Runs the gateway for the config at `path` until SIGTERM/SIGINT or `stop` is cancelled.
 pub async fn serve(path: &Path, stop: CancellationToken) -> Result<(), ServeError> {
     let config = Config::load(path)?;
-    Gateway::refuse_unsafe(&config).map_err(ServeError::Unsafe)?;
-    let listener = TcpListener::bind(config.gateway.listen)
+    let listen = config.gateway.listen;
+    let access_log = config.gateway.access_log.clone();
+    let upstreams = UpstreamClient::new(&config.gateway);
+    let snapshot = tokio::task::spawn_blocking(move || Snapshot::build(config, None))
+        .await
+        .map_err(|e| ServeError::Unsafe(e.to_string()))?
+        .map_err(ServeError::Unsafe)?;
+    let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| ServeError::Bind {
-            addr: config.gateway.listen,
+            addr: listen,
             source,
         })?;
-    let log = AccessLogger::start(&config.gateway.access_log).map_err(|source| {
-        ServeError::AccessLog {
-            path: match &config.gateway.access_log {
-                crate::config::AccessLog::File(p) => p.clone(),
-                _ => PathBuf::from("stdout"),
-            },
-            source,
-        }
+    let log = AccessLogger::start(&access_log).map_err(|source| ServeError::AccessLog {
+        path: match &access_log {
+            crate::config::AccessLog::File(p) => p.clone(),
+            _ => PathBuf::from("stdout"),
+        },
+        source,
     })?;
     let gateway = Arc::new(Gateway {
-        upstreams: UpstreamClient::new(&config.gateway),
-        snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
+        upstreams,
+        snapshot: ArcSwap::from_pointee(snapshot),
         log,
         ids: RequestIds::new(),
         streams_stop: CancellationToken::new(),
@@ -84,7 +88,7 @@ pub async fn serve(path: &Path, stop: CancellationToken) -> Result<(), ServeErro
                 Ok((stream, peer)) => serve_connection(&gateway, &graceful, stream, peer),
                 Err(e) => accept_failed(e).await,
             },
-            _ = hangup.recv() => reload(&gateway, path),
+            _ = hangup.recv() => reload(&gateway, path).await,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             () = stop.cancelled() => break,
@@ -131,12 +135,24 @@ fn serve_connection(
         .header_read_timeout(header_timeout)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-        .into_owned();
-    let conn = graceful.watch(conn);
+    let watcher = graceful.watcher();
+    let stop = gateway.streams_stop.clone();
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        // hyper's header timeout starts only once the protocol is known, which takes a first
+        // byte: without this, a client that connects and sends nothing holds a socket forever.
+        tokio::select! {
+            ready = tokio::time::timeout(header_timeout, stream.readable()) => {
+                if ready.is_err() {
+                    tracing::debug!(%peer, "closing a connection that sent nothing");
+                    return;
+                }
+            }
+            () = stop.cancelled() => return,
+        }
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        if let Err(e) = watcher.watch(conn).await {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
     });
@@ -157,26 +173,34 @@ async fn accept_failed(e: std::io::Error) {
     }
 }
 
-/// Re-reads the config; routes swap atomically, a bad file leaves the old one serving.
-fn reload(gateway: &Gateway, path: &Path) {
-    match Config::load(path) {
-        Ok(config) => {
-            if let Err(why) = Gateway::refuse_unsafe(&config) {
-                tracing::error!(%why, "reload refused; the previous configuration keeps serving");
-                return;
-            }
-            let old = gateway.snapshot.load();
-            if old.config.gateway.listen != config.gateway.listen {
-                tracing::warn!(
-                    "the listen address changed; it takes effect at the next start (listeners stay)"
-                );
-            }
-            let routes = config.routes.len();
-            gateway.snapshot.store(Arc::new(Snapshot::new(config)));
+/// Re-reads the config (and the password file); routes swap atomically, a bad file leaves the
+/// old configuration serving.
+async fn reload(gateway: &Gateway, path: &Path) {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused; the previous configuration keeps serving");
+            return;
+        }
+    };
+    let old = gateway.snapshot.load_full();
+    if old.config.gateway.listen != config.gateway.listen {
+        tracing::warn!(
+            "the listen address changed; it takes effect at the next start (listeners stay)"
+        );
+    }
+    let routes = config.routes.len();
+    let built = tokio::task::spawn_blocking(move || Snapshot::build(config, Some(&old))).await;
+    match built {
+        Ok(Ok(snapshot)) => {
+            gateway.snapshot.store(Arc::new(snapshot));
             tracing::info!(routes, "configuration reloaded");
         }
+        Ok(Err(why)) => {
+            tracing::error!(%why, "reload refused; the previous configuration keeps serving")
+        }
         Err(e) => {
-            tracing::error!(error = %e, "reload refused; the previous configuration keeps serving")
+            tracing::error!(error = %e, "reload failed; the previous configuration keeps serving")
         }
     }
 }

@@ -1,0 +1,367 @@
+//! Who may pass: the gateway's use of [`crate::auth`].
+//!
+//! The gatekeeper turns `[gateway] auth` into a decision per request — pass (as which user), or
+//! the answer to send instead (401, 429, 503, or a redirect that trades Vast's `?token=` for a
+//! session cookie) — and afterwards removes from the forwarded request the credentials the gateway
+//! consumed, so an upstream (Forge runs third-party extensions) never sees them.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::pages::{self, Audience, Problem};
+use super::Body;
+use crate::auth::{
+    is_browser_navigation, strip_token_query, upsert_user_file, AuthSettings, Authenticator,
+    VastToken, Verdict, DEFAULT_BCRYPT_COST,
+};
+use crate::config::{AuthMode, Config, Route};
+
+/// How often the htpasswd file is checked for changes.
+const WATCH_PERIOD: Duration = Duration::from_secs(1);
+/// The password `env_credentials` falls back to, which must never go unnoticed.
+const DEFAULT_USER: &str = "admin";
+const DEFAULT_PASSWORD: &str = "admin";
+
+pub const X_FORWARDED_USER: HeaderName = HeaderName::from_static("x-forwarded-user");
+
+/// The authentication state of one configuration.
+pub struct Gatekeeper {
+    mode: AuthMode,
+    basic: Option<Basic>,
+    vast: Option<VastToken>,
+    /// `env_credentials` with no `PASSWORD` set (or set to the default).
+    pub default_password: bool,
+}
+
+struct Basic {
+    auth: Arc<Authenticator>,
+    path: PathBuf,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Basic {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// The outcome of checking one request.
+pub enum Admission {
+    /// Go on; `user` is who the credentials named (none on public paths or without auth).
+    Pass {
+        user: Option<String>,
+        /// The query without the gateway's own `token` parameter, when it carried one.
+        query: Option<Option<String>>,
+        /// A `Set-Cookie` for the response (the token was traded for a session cookie).
+        set_cookie: Option<HeaderValue>,
+    },
+    /// Send this instead of forwarding.
+    Answer(Response<Body>),
+}
+
+impl Gatekeeper {
+    /// Builds the gatekeeper for `config`, reusing `previous`'s authenticator (and its cache) when
+    /// the htpasswd file is the same. Blocking: it may hash (the environment's user) and read
+    /// files. `Err` says why the configuration cannot be served.
+    pub fn build(config: &Config, previous: Option<&Gatekeeper>) -> Result<Gatekeeper, String> {
+        let g = &config.gateway;
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let vast = env("OPEN_BUTTON_TOKEN")
+            .and_then(|t| VastToken::new(&t, env("VAST_CONTAINERLABEL").as_deref()));
+        let mut default_password = false;
+        let basic = match g.auth {
+            AuthMode::None | AuthMode::Upstream => None,
+            AuthMode::Basic => {
+                let path = g.htpasswd.clone().ok_or_else(|| {
+                    format!(
+                        "{}: auth = \"basic\" needs a password file: add htpasswd = \"FILE\" under [gateway] \
+                         (or write auth = \"none\" to serve without a login)",
+                        config.path.display()
+                    )
+                })?;
+                let env_user = g.env_credentials.then(|| {
+                    let user = env("USERNAME").unwrap_or_else(|| DEFAULT_USER.into());
+                    let password = env("PASSWORD").unwrap_or_else(|| DEFAULT_PASSWORD.into());
+                    (user, password)
+                });
+                let previous_path = previous.and_then(|p| p.basic.as_ref()).map(|b| &b.path);
+                if let Some((user, password)) = &env_user {
+                    default_password = password == DEFAULT_PASSWORD;
+                    if previous_path != Some(&path) {
+                        upsert_user_file(&path, user, password, DEFAULT_BCRYPT_COST).map_err(
+                            |e| {
+                                format!(
+                                    "{}: cannot write the USERNAME/PASSWORD entry: {e}",
+                                    path.display()
+                                )
+                            },
+                        )?;
+                    }
+                }
+                let reusable = previous
+                    .and_then(|p| p.basic.as_ref())
+                    .filter(|b| b.path == path);
+                let auth = match reusable {
+                    Some(b) => {
+                        b.auth
+                            .reload_from(&path)
+                            .map_err(|e| format!("{}: {e}", path.display()))?;
+                        b.auth.clone()
+                    }
+                    None => {
+                        let settings = AuthSettings {
+                            allow_plaintext: g.allow_plaintext,
+                            max_failures: g.failure_limit,
+                            failure_window: g.failure_window,
+                            ..AuthSettings::default()
+                        };
+                        let (auth, _problems) = Authenticator::from_file(settings, &path)
+                            .map_err(|e| format!("{}: {e}", path.display()))?;
+                        Arc::new(auth)
+                    }
+                };
+                if auth.table().is_empty() {
+                    return Err(format!(
+                        "{}: no usable users, so nobody could log in: add one with \
+                         `vastgate passwd USER --file {}`, or set env_credentials = true and PASSWORD",
+                        path.display(),
+                        path.display()
+                    ));
+                }
+                if let Some((user, password)) = &env_user {
+                    auth.seed(user, password);
+                }
+                let watcher = auth.clone().spawn_watcher(path.clone(), WATCH_PERIOD);
+                Some(Basic {
+                    auth,
+                    path,
+                    watcher,
+                })
+            }
+        };
+        if default_password {
+            warn_default_password(g.allow_default_password);
+        }
+        Ok(Gatekeeper {
+            mode: g.auth,
+            basic,
+            vast,
+            default_password,
+        })
+    }
+
+    /// The authenticator behind `auth = "basic"`, for tests and metrics.
+    pub fn authenticator(&self) -> Option<&Arc<Authenticator>> {
+        self.basic.as_ref().map(|b| &b.auth)
+    }
+
+    /// Decides whether a request to a protected path may pass.
+    pub async fn admit(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+        query: Option<&str>,
+        client: IpAddr,
+        trusted_peer: bool,
+        secure: bool,
+        audience: Audience,
+    ) -> Admission {
+        let pass = |user: Option<String>| Admission::Pass {
+            user,
+            query: None,
+            set_cookie: None,
+        };
+        match self.mode {
+            AuthMode::None => return pass(None),
+            AuthMode::Upstream if trusted_peer => return pass(None),
+            AuthMode::Upstream => {
+                return Admission::Answer(pages::problem(
+                    audience,
+                    Problem {
+                        status: StatusCode::FORBIDDEN,
+                        title: "Forbidden",
+                        detail: "This gateway accepts requests only through its front proxy.",
+                        retry_after: None,
+                    },
+                ))
+            }
+            AuthMode::Basic => {}
+        }
+
+        if let Some(vast) = &self.vast {
+            let stripped = query.and_then(|q| strip_token_query(q, |t| vast.matches_token(t)));
+            if let Some(rest) = stripped {
+                let cookie = vast.set_cookie_header(secure);
+                if is_browser_navigation(headers) {
+                    let mut location = path.to_string();
+                    if !rest.is_empty() {
+                        location.push('?');
+                        location.push_str(&rest);
+                    }
+                    let mut resp = pages::empty(StatusCode::FOUND);
+                    if let Ok(v) = HeaderValue::from_str(&location) {
+                        resp.headers_mut().insert(header::LOCATION, v);
+                    }
+                    resp.headers_mut().insert(header::SET_COOKIE, cookie);
+                    return Admission::Answer(resp);
+                }
+                return Admission::Pass {
+                    user: None,
+                    query: Some((!rest.is_empty()).then_some(rest)),
+                    set_cookie: Some(cookie),
+                };
+            }
+            if vast.verify_cookies(headers) || vast.check_bearer(headers.get(header::AUTHORIZATION))
+            {
+                return pass(None);
+            }
+        }
+
+        let Some(basic) = &self.basic else {
+            return pass(None); // unreachable: Basic mode always builds one
+        };
+        match basic
+            .auth
+            .check_basic(headers.get(header::AUTHORIZATION), client)
+            .await
+        {
+            Verdict::Granted { user } => pass(Some(user)),
+            Verdict::Denied => Admission::Answer(unauthorized(audience)),
+            Verdict::Limited { retry_after } => Admission::Answer(pages::problem(
+                audience,
+                Problem {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    title: "Too many failed logins",
+                    detail: "Too many wrong passwords came from your address. Wait a minute and try again.",
+                    retry_after: Some(whole_seconds(retry_after)),
+                },
+            )),
+            Verdict::Busy { retry_after } => Admission::Answer(pages::problem(
+                audience,
+                Problem {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    title: "Busy checking passwords",
+                    detail: "The gateway is checking many passwords at once. Try again in a moment.",
+                    retry_after: Some(whole_seconds(retry_after)),
+                },
+            )),
+        }
+    }
+
+    /// Whether `route` is closed because the default password is in use.
+    pub fn closes(&self, route: &Route, allow_default_password: bool) -> bool {
+        self.default_password && route.sensitive && !allow_default_password
+    }
+
+    /// Removes from the upstream's headers the credentials the gateway consumed, and any
+    /// client-sent identity look-alike; then names the authenticated user.
+    pub fn scrub(&self, headers: &mut HeaderMap, route: &Route, user: Option<&str>) {
+        if self.mode == AuthMode::Basic && !route.keep_authorization {
+            headers.remove(header::AUTHORIZATION);
+        }
+        if let Some(vast) = &self.vast {
+            let cookies: Vec<HeaderValue> = headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|c| vast.strip_cookie(c))
+                .collect();
+            headers.remove(header::COOKIE);
+            for c in cookies {
+                headers.append(header::COOKIE, c);
+            }
+        }
+        remove_user_lookalikes(headers);
+        if let Some(v) = user.and_then(|u| HeaderValue::from_str(u).ok()) {
+            headers.insert(X_FORWARDED_USER, v);
+        }
+    }
+}
+
+/// Drops `X-Forwarded-User` and its spellings with `_` or `.` (some servers map them all to the
+/// same variable), so no client can name itself.
+pub fn remove_user_lookalikes(headers: &mut HeaderMap) {
+    let lookalikes: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            n.len() == 16
+                && n.bytes()
+                    .zip(b"x-forwarded-user".iter())
+                    .all(|(a, b)| a == *b || (*b == b'-' && (a == b'_' || a == b'.')))
+        })
+        .cloned()
+        .collect();
+    for name in lookalikes {
+        headers.remove(name);
+    }
+}
+
+fn unauthorized(audience: Audience) -> Response<Body> {
+    let mut resp = pages::problem(
+        audience,
+        Problem {
+            status: StatusCode::UNAUTHORIZED,
+            title: "Login required",
+            detail: "This box is protected: log in with the user name and password of its htpasswd file.",
+            retry_after: None,
+        },
+    );
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, Authenticator::challenge_header());
+    resp
+}
+
+fn whole_seconds(d: Duration) -> u32 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
+}
+
+fn warn_default_password(allowed: bool) {
+    let consequence = if allowed {
+        "allow_default_password = true keeps the terminal and file manager open anyway"
+    } else {
+        "the terminal and file manager stay closed until it is changed"
+    };
+    tracing::warn!(
+        "\n\n  *** The login is admin/admin, the default password. Anyone who guesses it owns this box. ***\n  \
+         Set PASSWORD (and USERNAME) in the container's environment and restart; {consequence}.\n"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_lookalikes_are_all_removed() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "x-forwarded-user",
+            "x_forwarded_user",
+            "x.forwarded.user",
+            "x-forwarded_user",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("root"),
+            );
+        }
+        h.insert("x-forwarded-users", HeaderValue::from_static("kept"));
+        remove_user_lookalikes(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-forwarded-users"));
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(whole_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(whole_seconds(Duration::from_secs(60)), 60);
+        assert_eq!(whole_seconds(Duration::ZERO), 1);
+    }
+}
