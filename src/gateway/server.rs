@@ -140,8 +140,10 @@ fn serve_connection(
     tokio::spawn(async move {
         // hyper's header timeout starts only once the protocol is known, which takes a first
         // byte: without this, a client that connects and sends nothing holds a socket forever.
+        // (`peek`, not `readable`: tokio reports a fresh socket readable before any byte came.)
+        let mut first = [0u8; 1];
         tokio::select! {
-            ready = tokio::time::timeout(header_timeout, stream.readable()) => {
+            ready = tokio::time::timeout(header_timeout, stream.peek(&mut first)) => {
                 if ready.is_err() {
                     tracing::debug!(%peer, "closing a connection that sent nothing");
                     return;
