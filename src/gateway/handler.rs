@@ -18,6 +18,7 @@ use super::gatekeeper::Admission;
 use super::headers::{self, Hop, UpgradeRequest, X_REQUEST_ID};
 use super::pages::{self, Audience, Problem};
 use super::path::canonicalize;
+use super::portal;
 use super::router::{is_public, RouteMatch};
 use super::{Body, Gateway, Snapshot};
 use crate::config::Route;
@@ -142,6 +143,13 @@ impl Gateway {
             }
         }
         record.user = user.clone();
+
+        if path.starts_with(portal::PREFIX) {
+            return portal::answer(self, snapshot, &path, audience);
+        }
+        if path == portal::PREFIX.trim_end_matches('/') {
+            return pages::redirect(portal::PREFIX);
+        }
 
         let (route, forward_path) = match matched {
             RouteMatch::Forward {

@@ -12,6 +12,7 @@ pub mod handler;
 pub mod headers;
 pub mod pages;
 pub mod path;
+pub mod portal;
 pub mod router;
 pub mod server;
 pub mod tunnel;
