@@ -15,6 +15,7 @@ pub mod path;
 pub mod portal;
 pub mod router;
 pub mod server;
+pub mod tls;
 pub mod tunnel;
 
 use std::net::IpAddr;

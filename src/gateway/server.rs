@@ -7,18 +7,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use http::{header, Request, StatusCode};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::access_log::{AccessLogger, RequestIds};
 use super::forward::UpstreamClient;
 use super::handler::ConnInfo;
+use super::{pages, tls};
 use super::{Gateway, Snapshot};
 use crate::config::{Config, ConfigError};
 
@@ -39,6 +44,8 @@ pub enum ServeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -48,6 +55,7 @@ pub async fn serve(path: &Path, stop: CancellationToken) -> Result<(), ServeErro
     let config = Config::load(path)?;
     let listen = config.gateway.listen;
     let access_log = config.gateway.access_log.clone();
+    let tls_config = config.gateway.tls.clone();
     let upstreams = UpstreamClient::new(&config.gateway);
     let snapshot = tokio::task::spawn_blocking(move || Snapshot::build(config, None))
         .await
@@ -74,18 +82,45 @@ pub async fn serve(path: &Path, stop: CancellationToken) -> Result<(), ServeErro
         streams_stop: CancellationToken::new(),
         tunnels: TaskTracker::new(),
     });
+    let (tls, _cert_watcher) = match tls_config {
+        None => (None, None),
+        Some(config) => {
+            let store = tokio::task::spawn_blocking(move || {
+                tls::CertStore::open(&config).map(|store| (store, config.handshake_timeout))
+            })
+            .await
+            .map_err(|e| ServeError::Tls(e.to_string()))?
+            .map_err(|e| ServeError::Tls(e.to_string()))?;
+            let (store, handshake_timeout) = store;
+            let acceptor =
+                tls::acceptor(store.clone()).map_err(|e| ServeError::Tls(e.to_string()))?;
+            let watcher = AbortOnDrop(store.spawn_watcher());
+            (
+                Some(Tls {
+                    acceptor,
+                    handshake_timeout,
+                }),
+                Some(watcher),
+            )
+        }
+    };
     let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(ServeError::Signals)?;
 
     let local = listener.local_addr().ok();
-    tracing::info!(listen = ?local, config = %path.display(), "gateway listening");
+    tracing::info!(
+        listen = ?local,
+        tls = tls.is_some(),
+        config = %path.display(),
+        "gateway listening"
+    );
 
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => serve_connection(&gateway, &graceful, stream, peer),
+                Ok((stream, peer)) => serve_connection(&gateway, &graceful, tls.as_ref(), stream, peer),
                 Err(e) => accept_failed(e).await,
             },
             _ = hangup.recv() => reload(&gateway, path).await,
@@ -111,21 +146,82 @@ pub async fn serve(path: &Path, stop: CancellationToken) -> Result<(), ServeErro
     Ok(())
 }
 
+/// TLS on the listener: the acceptor and how long a handshake may take.
+#[derive(Clone)]
+struct Tls {
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+}
+
 fn serve_connection(
     gateway: &Arc<Gateway>,
     graceful: &GracefulShutdown,
+    tls: Option<&Tls>,
     stream: TcpStream,
     peer: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
     let header_timeout = gateway.snapshot.load().config.gateway.header_timeout;
-    let conn_info = ConnInfo {
-        peer,
-        proto: "http",
-    };
-    let gw = gateway.clone();
+    let watcher = graceful.watcher();
+    let stop = gateway.streams_stop.clone();
+    let gateway = gateway.clone();
+    let tls = tls.cloned();
+    tokio::spawn(async move {
+        // hyper's header timeout starts only once the protocol is known, which takes a first
+        // byte: without this, a client that connects and sends nothing holds a socket forever.
+        // (`peek`, not `readable`: tokio reports a fresh socket readable before any byte came.)
+        let first_wait = tls.as_ref().map_or(header_timeout, |t| t.handshake_timeout);
+        let mut first = [0u8; 1];
+        tokio::select! {
+            peeked = tokio::time::timeout(first_wait, stream.peek(&mut first)) => {
+                match peeked {
+                    Ok(Ok(1..)) => {}
+                    Ok(_) => return,
+                    Err(_) => {
+                        tracing::debug!(%peer, "closing a connection that sent nothing");
+                        return;
+                    }
+                }
+            }
+            () = stop.cancelled() => return,
+        }
+        let Some(tls) = tls else {
+            let conn = ConnInfo {
+                peer,
+                proto: "http",
+            };
+            return serve_http(gateway, watcher, stream, conn, header_timeout).await;
+        };
+        if first[0] != tls::HANDSHAKE_RECORD {
+            return redirect_to_https(stream, header_timeout).await;
+        }
+        match tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => {
+                let conn = ConnInfo {
+                    peer,
+                    proto: "https",
+                };
+                serve_http(gateway, watcher, stream, conn, header_timeout).await;
+            }
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+    });
+}
+
+/// Serves HTTP/1.1 (with upgrades) or HTTP/2 on one connection until it closes or the gateway
+/// shuts down.
+async fn serve_http<I>(
+    gateway: Arc<Gateway>,
+    watcher: Watcher,
+    io: I,
+    conn_info: ConnInfo,
+    header_timeout: Duration,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req| {
-        let gw = gw.clone();
+        let gw = gateway.clone();
         async move { Ok::<_, std::convert::Infallible>(gw.handle(conn_info, req).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -135,29 +231,39 @@ fn serve_connection(
         .header_read_timeout(header_timeout)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
-    let watcher = graceful.watcher();
-    let stop = gateway.streams_stop.clone();
-    tokio::spawn(async move {
-        // hyper's header timeout starts only once the protocol is known, which takes a first
-        // byte: without this, a client that connects and sends nothing holds a socket forever.
-        // (`peek`, not `readable`: tokio reports a fresh socket readable before any byte came.)
-        let mut first = [0u8; 1];
-        tokio::select! {
-            ready = tokio::time::timeout(header_timeout, stream.peek(&mut first)) => {
-                if ready.is_err() {
-                    tracing::debug!(%peer, "closing a connection that sent nothing");
-                    return;
-                }
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(peer = %conn_info.peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Plain HTTP on the TLS port: answer every request with a redirect to the same URL over https
+/// rather than a garbled TLS error.
+async fn redirect_to_https(stream: TcpStream, header_timeout: Duration) {
+    let service = service_fn(|req: Request<Incoming>| async move {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let resp = match host {
+            Some(host) => {
+                let mut resp = pages::redirect(&format!("https://{host}{path}"));
+                *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+                resp
             }
-            () = stop.cancelled() => return,
-        }
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        if let Err(e) = watcher.watch(conn).await {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
-        }
+            None => pages::empty(StatusCode::BAD_REQUEST),
+        };
+        Ok::<_, std::convert::Infallible>(resp)
     });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = conn.await;
 }
 
 /// Out of file descriptors or memory: wait instead of spinning on `accept`. Errors about one
@@ -204,5 +310,14 @@ async fn reload(gateway: &Gateway, path: &Path) {
         Err(e) => {
             tracing::error!(error = %e, "reload failed; the previous configuration keeps serving")
         }
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
