@@ -147,6 +147,27 @@ pub struct GatewayConfig {
     pub failure_limit: u32,
     /// The window in which `failure_limit` failures are counted.
     pub failure_window: Duration,
+    /// TLS (and HTTP/2) on the same port, when `[gateway.tls]` is present or `ENABLE_HTTPS=true`.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[gateway.tls]`: where the certificate lives. Vast's own names are the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// A client must finish the TLS handshake (or send its first plain-HTTP byte) within this.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> TlsConfig {
+        TlsConfig {
+            cert: PathBuf::from("/etc/instance.crt"),
+            key: PathBuf::from("/etc/instance.key"),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// One `[[route]]`: a path prefix and the upstream behind it.
@@ -177,11 +198,124 @@ pub struct Route {
 #[derive(Debug, Clone)]
 pub struct Program {
     pub name: String,
+    /// The argument vector, executed directly (no shell unless the command names one).
     pub command: Vec<String>,
     pub cwd: Option<PathBuf>,
+    /// Set on top of the inherited environment and `/etc/environment`; `${NAME}` in a value
+    /// expands from those (the only way a program gets one of the secrets).
     pub env: BTreeMap<String, String>,
+    /// Run as this user (a name or a numeric uid); resolved when the program starts.
+    pub user: Option<String>,
     pub autostart: bool,
     pub restart: RestartPolicy,
+    /// `on-failure` only: give up (FATAL) after this many failed runs in a row.
+    pub start_retries: Option<u32>,
+    /// Started only once these programs are RUNNING; stopped before them.
+    pub depends_on: Vec<String>,
+    pub stop_signal: StopSignal,
+    /// How long the process group has after the stop signal before SIGKILL.
+    pub stop_timeout: Duration,
+    /// The program's output file; rotated at `log_max_size`, keeping `log_keep` old files.
+    pub log: PathBuf,
+    pub log_max_size: u64,
+    pub log_keep: u32,
+    /// Without a startup probe: RUNNING once the process has stayed up this long.
+    pub ready_after: Duration,
+    pub startup_probe: Option<Probe>,
+    pub liveness_probe: Option<Probe>,
+    /// A line of output matching any of these restarts the program.
+    pub restart_on_log: Vec<regex::Regex>,
+    /// When the program exits 0 and this file exists, it asked to be restarted (Forge's restart
+    /// button): it is removed and the program restarts at once, without backoff.
+    pub restart_file: Option<PathBuf>,
+    pub gpu: GpuNeed,
+    pub backoff: BackoffConfig,
+}
+
+/// The signal a program is stopped with (`stop_signal`), by name and number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopSignal {
+    pub name: &'static str,
+    pub number: i32,
+}
+
+impl StopSignal {
+    pub const TERM: StopSignal = StopSignal {
+        name: "TERM",
+        number: libc::SIGTERM,
+    };
+
+    /// Accepts `TERM` or `SIGTERM` (any case) for the signals that make sense to stop with.
+    pub fn parse(s: &str) -> Option<StopSignal> {
+        const KNOWN: &[(&str, i32)] = &[
+            ("TERM", libc::SIGTERM),
+            ("INT", libc::SIGINT),
+            ("QUIT", libc::SIGQUIT),
+            ("HUP", libc::SIGHUP),
+            ("KILL", libc::SIGKILL),
+            ("USR1", libc::SIGUSR1),
+            ("USR2", libc::SIGUSR2),
+        ];
+        let upper = s.trim().to_ascii_uppercase();
+        let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+        KNOWN
+            .iter()
+            .find(|(name, _)| *name == bare)
+            .map(|&(name, number)| StopSignal { name, number })
+    }
+}
+
+/// A health check on the Kubernetes model: what to try, how often, and when to give up.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub check: ProbeCheck,
+    pub period: Duration,
+    /// One attempt fails when it takes longer than this.
+    pub timeout: Duration,
+    /// Liveness: this many failures in a row restart the program.
+    pub failure_threshold: u32,
+    /// Startup: the program is restarted when the probe has not passed within this time.
+    pub deadline: Duration,
+}
+
+/// What a probe tries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeCheck {
+    /// `GET path` on `authority` answers 2xx or 3xx.
+    Http { authority: Authority, path: String },
+    /// A TCP connection to `HOST:PORT` opens.
+    Tcp { address: String },
+    /// The command exits 0.
+    Command(Vec<String>),
+}
+
+/// Whether a program needs a GPU before it is started (`gpu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuNeed {
+    NotNeeded,
+    /// Wait (visibly) until `nvidia-smi` reports a GPU; FATAL after `wait`.
+    Required { wait: Duration },
+}
+
+/// Restart delays: `initial`, doubling up to `max`, back to `initial` after a run of `reset_after`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackoffConfig {
+    pub initial: Duration,
+    pub max: Duration,
+    pub reset_after: Duration,
+    /// Each delay is shortened by a random fraction of up to this much (0 to 1).
+    pub jitter: f64,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        BackoffConfig {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            reset_after: Duration::from_secs(60),
+            jitter: 0.2,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -196,6 +330,20 @@ pub enum RestartPolicy {
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
     pub socket: PathBuf,
+    /// Where `<name>.log` goes for programs without a `log` key.
+    pub log_dir: PathBuf,
+    /// Read into every program's environment (Vast persists its settings there); `None`: off.
+    pub environment_file: Option<PathBuf>,
+    /// On SIGTERM, all programs must be stopped within this (Docker waits 10 s).
+    pub stop_deadline: Duration,
+    /// Copy program output, prefixed with the program's name, to the supervisor's stdout.
+    pub echo_output: bool,
+    /// The `nvidia-smi` to run, and how long it may take before it is killed.
+    pub nvidia_smi: String,
+    pub gpu_timeout: Duration,
+    /// Defaults for programs' `log_max_size` and `log_keep`.
+    pub log_max_size: u64,
+    pub log_keep: u32,
 }
 
 /// A validated `proxy.toml`.
@@ -209,12 +357,19 @@ pub struct Config {
 }
 
 impl Config {
+    /// Reads, validates and applies the environment's overrides (`ENABLE_HTTPS=true` turns TLS
+    /// on with Vast's certificate paths).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: path.to_path_buf(),
             source,
         })?;
-        Config::parse(path, &text)
+        let mut config = Config::parse(path, &text)?;
+        let enable_https = std::env::var("ENABLE_HTTPS").ok();
+        if is_true(enable_https.as_deref()) && config.gateway.tls.is_none() {
+            config.gateway.tls = Some(TlsConfig::default());
+        }
+        Ok(config)
     }
 
     /// Parses and validates `text` as if read from `path` (relative paths resolve against its
@@ -238,6 +393,15 @@ impl Config {
         config.path = path.to_path_buf();
         Ok(config)
     }
+}
+
+/// `true`, `1`, `yes` or `on`, in any case.
+fn is_true(v: Option<&str>) -> bool {
+    v.is_some_and(|v| {
+        ["true", "1", "yes", "on"]
+            .iter()
+            .any(|t| v.trim().eq_ignore_ascii_case(t))
+    })
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -300,6 +464,26 @@ struct RawGateway {
     allow_default_password: bool,
     failure_limit: Option<Sp<u32>>,
     failure_window: Option<Sp<String>>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<String>,
+    key: Option<String>,
+    handshake_timeout: Option<Sp<String>>,
+}
+
+impl RawTls {
+    fn validate(self, base: &Path) -> Result<TlsConfig, Invalid> {
+        let default = TlsConfig::default();
+        Ok(TlsConfig {
+            cert: self.cert.map_or(default.cert, |p| base.join(p)),
+            key: self.key.map_or(default.key, |p| base.join(p)),
+            handshake_timeout: duration_or(&self.handshake_timeout, default.handshake_timeout)?,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -327,6 +511,14 @@ struct RawRoute {
 #[serde(deny_unknown_fields)]
 struct RawSupervisor {
     socket: Option<String>,
+    log_dir: Option<String>,
+    log_max_size: Option<Sp<String>>,
+    log_keep: Option<u32>,
+    environment_file: Option<String>,
+    stop_deadline: Option<Sp<String>>,
+    echo_output: Option<bool>,
+    nvidia_smi: Option<String>,
+    gpu_timeout: Option<Sp<String>>,
 }
 
 #[derive(Deserialize)]
@@ -336,9 +528,48 @@ struct RawProgram {
     cwd: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    user: Option<Sp<String>>,
     #[serde(default = "yes")]
     autostart: bool,
-    restart: Option<RestartPolicy>,
+    restart: Option<Sp<RestartPolicy>>,
+    start_retries: Option<Sp<u32>>,
+    #[serde(default)]
+    depends_on: Vec<Sp<String>>,
+    stop_signal: Option<Sp<String>>,
+    stop_timeout: Option<Sp<String>>,
+    log: Option<String>,
+    log_max_size: Option<Sp<String>>,
+    log_keep: Option<u32>,
+    ready_after: Option<Sp<String>>,
+    startup_probe: Option<Sp<RawProbe>>,
+    liveness_probe: Option<Sp<RawProbe>>,
+    #[serde(default)]
+    restart_on_log: Vec<Sp<String>>,
+    restart_file: Option<String>,
+    gpu: Option<Sp<String>>,
+    gpu_wait: Option<Sp<String>>,
+    backoff: Option<RawBackoff>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    http: Option<Sp<String>>,
+    tcp: Option<Sp<String>>,
+    command: Option<Sp<Vec<String>>>,
+    period: Option<Sp<String>>,
+    timeout: Option<Sp<String>>,
+    failure_threshold: Option<Sp<u32>>,
+    deadline: Option<Sp<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackoff {
+    initial: Option<Sp<String>>,
+    max: Option<Sp<String>>,
+    reset_after: Option<Sp<String>>,
+    jitter: Option<Sp<f64>>,
 }
 
 fn yes() -> bool {
@@ -425,27 +656,20 @@ impl RawFile {
                     )),
                 },
                 failure_window: duration_or(&g.failure_window, Duration::from_secs(60))?,
+                tls: g.tls.map(|t| t.validate(base)).transpose()?,
             };
 
+        let supervisor = self.supervisor.validate(base)?;
+        let mut dependencies = Vec::with_capacity(self.programs.len());
         let programs: Vec<Program> = self
             .programs
             .into_iter()
             .map(|(name, p)| {
-                if p.command.get_ref().is_empty() {
-                    return Err(invalid(&p.command, format!(
-                        "program \"{name}\" has an empty command: expected an argument list such as [\"python3\", \"-m\", \"http.server\"]"
-                    )));
-                }
-                Ok(Program {
-                    command: p.command.into_inner(),
-                    cwd: p.cwd.map(|c| base.join(c)),
-                    env: p.env,
-                    autostart: p.autostart,
-                    restart: p.restart.unwrap_or(RestartPolicy::Always),
-                    name,
-                })
+                dependencies.push(p.depends_on.clone());
+                p.validate(name, base, &supervisor)
             })
             .collect::<Result<_, _>>()?;
+        check_dependencies(&programs, &dependencies)?;
 
         let mut routes: Vec<Route> = Vec::with_capacity(self.routes.len());
         for r in self.routes {
@@ -465,15 +689,310 @@ impl RawFile {
             path: PathBuf::new(), // set by `Config::parse`
             gateway,
             routes,
-            supervisor: SupervisorConfig {
-                socket: self
-                    .supervisor
-                    .socket
-                    .map_or_else(|| PathBuf::from("/run/vastgate.sock"), |s| base.join(s)),
-            },
+            supervisor,
             programs,
         })
     }
+}
+
+impl RawSupervisor {
+    fn validate(self, base: &Path) -> Result<SupervisorConfig, Invalid> {
+        Ok(SupervisorConfig {
+            socket: self
+                .socket
+                .map_or_else(|| PathBuf::from("/run/vastgate.sock"), |s| base.join(s)),
+            log_dir: self
+                .log_dir
+                .map_or_else(|| PathBuf::from("/var/log/vastgate"), |d| base.join(d)),
+            environment_file: match self.environment_file.as_deref() {
+                None => Some(PathBuf::from("/etc/environment")),
+                Some("off") => None,
+                Some(f) => Some(base.join(f)),
+            },
+            stop_deadline: duration_or(&self.stop_deadline, Duration::from_secs(8))?,
+            echo_output: self.echo_output.unwrap_or(true),
+            nvidia_smi: self.nvidia_smi.unwrap_or_else(|| "nvidia-smi".into()),
+            gpu_timeout: duration_or(&self.gpu_timeout, Duration::from_secs(10))?,
+            log_max_size: size_or(&self.log_max_size, 10 * 1024 * 1024)?,
+            log_keep: self.log_keep.unwrap_or(3),
+        })
+    }
+}
+
+impl RawProgram {
+    fn validate(
+        self,
+        name: String,
+        base: &Path,
+        supervisor: &SupervisorConfig,
+    ) -> Result<Program, Invalid> {
+        let p = self;
+        if p.command.get_ref().is_empty() {
+            return Err(invalid(&p.command, format!(
+                "program \"{name}\" has an empty command: expected an argument list such as [\"python3\", \"-m\", \"http.server\"]"
+            )));
+        }
+        let restart = p
+            .restart
+            .as_ref()
+            .map_or(RestartPolicy::Always, |r| *r.get_ref());
+        if let Some(retries) = &p.start_retries {
+            if restart != RestartPolicy::OnFailure {
+                return Err(invalid(retries, format!(
+                    "program \"{name}\": start_retries only applies to restart = \"on-failure\" \
+                     (restart = \"always\" never gives up, \"never\" never retries): expected \
+                     restart = \"on-failure\" or no start_retries"
+                )));
+            }
+        }
+        if let Some(user) = &p.user {
+            if user.get_ref().trim().is_empty() {
+                return Err(invalid(user, "user is empty: expected a user name such as \"appuser\" or a numeric uid"));
+            }
+        }
+        let stop_signal = match &p.stop_signal {
+            None => StopSignal::TERM,
+            Some(s) => StopSignal::parse(s.get_ref()).ok_or_else(|| {
+                invalid(s, format!(
+                    "unknown stop signal \"{}\": expected one of TERM, INT, QUIT, HUP, KILL, USR1, USR2",
+                    s.get_ref()
+                ))
+            })?,
+        };
+        let cwd = p.cwd.map(|c| base.join(c));
+        let restart_file = p.restart_file.map(|f| cwd.as_deref().unwrap_or(base).join(f));
+        let log = p
+            .log
+            .map_or_else(|| supervisor.log_dir.join(format!("{name}.log")), |l| base.join(l));
+        let restart_on_log = p
+            .restart_on_log
+            .iter()
+            .map(|pattern| {
+                regex::Regex::new(pattern.get_ref()).map_err(|e| {
+                    invalid(pattern, format!(
+                        "restart_on_log pattern \"{}\" is not a regular expression ({}): expected e.g. \"illegal memory access\"",
+                        pattern.get_ref(),
+                        e.to_string().lines().last().unwrap_or("invalid")
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let gpu = match &p.gpu {
+            None => GpuNeed::NotNeeded,
+            Some(g) => match g.get_ref().as_str() {
+                "required" => GpuNeed::Required {
+                    wait: duration_or(&p.gpu_wait, Duration::from_secs(600))?,
+                },
+                "none" | "optional" => GpuNeed::NotNeeded,
+                other => {
+                    return Err(invalid(g, format!(
+                        "gpu = \"{other}\" is not understood: expected \"required\" (wait for a GPU before starting) or \"none\""
+                    )))
+                }
+            },
+        };
+        let backoff = match &p.backoff {
+            None => BackoffConfig::default(),
+            Some(b) => b.validate()?,
+        };
+        Ok(Program {
+            command: p.command.into_inner(),
+            cwd,
+            env: p.env,
+            user: p.user.map(|u| u.into_inner().trim().to_string()),
+            autostart: p.autostart,
+            restart,
+            start_retries: p.start_retries.map(Spanned::into_inner),
+            depends_on: p.depends_on.into_iter().map(Spanned::into_inner).collect(),
+            stop_signal,
+            stop_timeout: duration_or(&p.stop_timeout, Duration::from_secs(5))?,
+            log,
+            log_max_size: size_or(&p.log_max_size, supervisor.log_max_size)?,
+            log_keep: p.log_keep.unwrap_or(supervisor.log_keep),
+            ready_after: duration_or(&p.ready_after, Duration::from_secs(1))?,
+            startup_probe: p
+                .startup_probe
+                .as_ref()
+                .map(|probe| validate_probe(probe, "startup_probe"))
+                .transpose()?,
+            liveness_probe: p
+                .liveness_probe
+                .as_ref()
+                .map(|probe| validate_probe(probe, "liveness_probe"))
+                .transpose()?,
+            restart_on_log,
+            restart_file,
+            gpu,
+            backoff,
+            name,
+        })
+    }
+}
+
+impl RawBackoff {
+    fn validate(&self) -> Result<BackoffConfig, Invalid> {
+        let d = BackoffConfig::default();
+        let initial = duration_or(&self.initial, d.initial)?;
+        let max = duration_or(&self.max, d.max.max(initial))?;
+        if max < initial {
+            if let Some(m) = &self.max {
+                return Err(invalid(
+                    m,
+                    "backoff max is shorter than initial: expected max >= initial",
+                ));
+            }
+        }
+        let jitter = match &self.jitter {
+            None => d.jitter,
+            Some(j) if (0.0..=1.0).contains(j.get_ref()) => *j.get_ref(),
+            Some(j) => {
+                return Err(invalid(
+                    j,
+                    "backoff jitter is a fraction: expected a number from 0.0 to 1.0 such as 0.2",
+                ))
+            }
+        };
+        Ok(BackoffConfig {
+            initial,
+            max,
+            reset_after: duration_or(&self.reset_after, d.reset_after)?,
+            jitter,
+        })
+    }
+}
+
+fn validate_probe(probe: &Sp<RawProbe>, key: &str) -> Result<Probe, Invalid> {
+    let p = probe.get_ref();
+    let given = [p.http.is_some(), p.tcp.is_some(), p.command.is_some()]
+        .iter()
+        .filter(|&&b| b)
+        .count();
+    if given != 1 {
+        return Err(invalid(probe, format!(
+            "{key} needs exactly one check: expected one of http = \"http://127.0.0.1:7860/internal/ping\", \
+             tcp = \"127.0.0.1:7860\" or command = [\"...\"]"
+        )));
+    }
+    let check = if let Some(url) = &p.http {
+        parse_probe_url(url.get_ref()).ok_or_else(|| {
+            invalid(url, format!(
+                "probe URL \"{}\" is not an HTTP URL: expected \"http://HOST:PORT/PATH\" such as \"http://127.0.0.1:7860/internal/ping\"",
+                url.get_ref()
+            ))
+        })?
+    } else if let Some(addr) = &p.tcp {
+        let ok = addr
+            .get_ref()
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
+        if !ok {
+            return Err(invalid(addr, format!(
+                "probe address \"{}\" is not HOST:PORT: expected e.g. \"127.0.0.1:8081\"",
+                addr.get_ref()
+            )));
+        }
+        ProbeCheck::Tcp {
+            address: addr.get_ref().clone(),
+        }
+    } else if let Some(cmd) = &p.command {
+        if cmd.get_ref().is_empty() {
+            return Err(invalid(cmd, "probe command is empty: expected an argument list such as [\"curl\", \"-fs\", \"http://127.0.0.1:8081/\"]"));
+        }
+        ProbeCheck::Command(cmd.get_ref().clone())
+    } else {
+        return Err(invalid(probe, format!("{key} needs a check")));
+    };
+    let failure_threshold = match &p.failure_threshold {
+        None => 3,
+        Some(n) if *n.get_ref() >= 1 => *n.get_ref(),
+        Some(n) => {
+            return Err(invalid(
+                n,
+                "failure_threshold must be at least 1: expected e.g. 3",
+            ))
+        }
+    };
+    Ok(Probe {
+        check,
+        period: duration_or(&p.period, Duration::from_secs(10))?,
+        timeout: duration_or(&p.timeout, Duration::from_secs(5))?,
+        failure_threshold,
+        deadline: duration_or(&p.deadline, Duration::from_secs(30 * 60))?,
+    })
+}
+
+/// `http://HOST:PORT/PATH` (PATH defaults to `/`).
+fn parse_probe_url(s: &str) -> Option<ProbeCheck> {
+    let rest = s.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    let authority: Authority = authority.parse().ok()?;
+    let port_ok = authority.port_u16().is_some_and(|p| p != 0);
+    (port_ok && !authority.as_str().contains('@') && !path.contains(char::is_whitespace)).then(|| {
+        ProbeCheck::Http {
+            authority,
+            path: path.to_string(),
+        }
+    })
+}
+
+/// Every `depends_on` names a program, and the dependencies have no cycle.
+fn check_dependencies(programs: &[Program], dependencies: &[Vec<Sp<String>>]) -> Result<(), Invalid> {
+    for (program, deps) in programs.iter().zip(dependencies) {
+        for dep in deps {
+            if dep.get_ref() == &program.name {
+                return Err(invalid(dep, format!(
+                    "program \"{}\" depends on itself: expected the names of other programs",
+                    program.name
+                )));
+            }
+            if !programs.iter().any(|p| p.name == *dep.get_ref()) {
+                return Err(invalid(dep, format!(
+                    "program \"{}\" depends on \"{}\" but there is no [program.{}] section",
+                    program.name,
+                    dep.get_ref(),
+                    dep.get_ref()
+                )));
+            }
+        }
+    }
+    if let Some(stuck) = dependency_cycle(programs) {
+        let at = programs.iter().position(|p| p.name == stuck).unwrap_or(0);
+        let span_of = dependencies
+            .get(at)
+            .and_then(|d| d.first())
+            .map(Spanned::span)
+            .unwrap_or(0..0);
+        return Err(Invalid {
+            span: span_of,
+            message: format!(
+                "program \"{stuck}\" is part of a depends_on cycle: expected dependencies that end somewhere"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A program on a dependency cycle, if there is one.
+fn dependency_cycle(programs: &[Program]) -> Option<String> {
+    let mut done: Vec<&str> = Vec::new();
+    let mut remaining: Vec<&Program> = programs.iter().collect();
+    while !remaining.is_empty() {
+        let before = remaining.len();
+        remaining.retain(|p| {
+            let ready = p.depends_on.iter().all(|d| done.contains(&d.as_str()));
+            if ready {
+                done.push(&p.name);
+            }
+            !ready
+        });
+        if remaining.len() == before {
+            return remaining.first().map(|p| p.name.clone());
+        }
+    }
+    None
 }
 
 impl RawRoute {
@@ -571,6 +1090,35 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_secs(secs))
+}
+
+/// Parses `10MB`, `512KB`, `1GB` (binary units, `KiB` spellings too) or a bare number of bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(digits_end);
+    let n: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+fn size_or(v: &Option<Sp<String>>, default: u64) -> Result<u64, Invalid> {
+    match v {
+        None => Ok(default),
+        Some(s) => match parse_size(s.get_ref()) {
+            Some(n) if n > 0 => Ok(n),
+            _ => Err(invalid(s, format!(
+                "\"{}\" is not a size: expected a positive number with a unit, such as \"512KB\", \"10MB\" or \"1GB\"",
+                s.get_ref()
+            ))),
+        },
+    }
 }
 
 fn duration_or(v: &Option<Sp<String>>, default: Duration) -> Result<Duration, Invalid> {
@@ -697,6 +1245,20 @@ mod tests {
             parse("[[route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\nstrip_prefix = \"yes\"\n")
                 .unwrap_err();
         assert!(err.contains(":4:16: "), "{err}");
+    }
+
+    #[test]
+    fn tls_table_enables_tls_with_vast_defaults() {
+        assert_eq!(parse("").unwrap().gateway.tls, None);
+        let c = parse("[gateway.tls]\n").unwrap();
+        assert_eq!(c.gateway.tls, Some(TlsConfig::default()));
+        let c = parse("[gateway.tls]\ncert = \"c.pem\"\nkey = \"/k.pem\"\n").unwrap();
+        let tls = c.gateway.tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("/etc/vastgate/c.pem"));
+        assert_eq!(tls.key, PathBuf::from("/k.pem"));
+        let err = parse("[gateway.tls]\ncertificate = \"x\"\n").unwrap_err();
+        assert!(err.contains(":2:1: unknown field `certificate`"), "{err}");
+        assert!(is_true(Some("TRUE")) && is_true(Some("1")) && !is_true(Some("false")));
     }
 
     #[test]
