@@ -294,7 +294,9 @@ pub enum ProbeCheck {
 pub enum GpuNeed {
     NotNeeded,
     /// Wait (visibly) until `nvidia-smi` reports a GPU; FATAL after `wait`.
-    Required { wait: Duration },
+    Required {
+        wait: Duration,
+    },
 }
 
 /// Restart delays: `initial`, doubling up to `max`, back to `initial` after a run of `reset_after`.
@@ -738,16 +740,22 @@ impl RawProgram {
             .map_or(RestartPolicy::Always, |r| *r.get_ref());
         if let Some(retries) = &p.start_retries {
             if restart != RestartPolicy::OnFailure {
-                return Err(invalid(retries, format!(
+                return Err(invalid(
+                    retries,
+                    format!(
                     "program \"{name}\": start_retries only applies to restart = \"on-failure\" \
                      (restart = \"always\" never gives up, \"never\" never retries): expected \
                      restart = \"on-failure\" or no start_retries"
-                )));
+                ),
+                ));
             }
         }
         if let Some(user) = &p.user {
             if user.get_ref().trim().is_empty() {
-                return Err(invalid(user, "user is empty: expected a user name such as \"appuser\" or a numeric uid"));
+                return Err(invalid(
+                    user,
+                    "user is empty: expected a user name such as \"appuser\" or a numeric uid",
+                ));
             }
         }
         let stop_signal = match &p.stop_signal {
@@ -760,10 +768,13 @@ impl RawProgram {
             })?,
         };
         let cwd = p.cwd.map(|c| base.join(c));
-        let restart_file = p.restart_file.map(|f| cwd.as_deref().unwrap_or(base).join(f));
-        let log = p
-            .log
-            .map_or_else(|| supervisor.log_dir.join(format!("{name}.log")), |l| base.join(l));
+        let restart_file = p
+            .restart_file
+            .map(|f| cwd.as_deref().unwrap_or(base).join(f));
+        let log = p.log.map_or_else(
+            || supervisor.log_dir.join(format!("{name}.log")),
+            |l| base.join(l),
+        );
         let restart_on_log = p
             .restart_on_log
             .iter()
@@ -842,16 +853,15 @@ impl RawBackoff {
                 ));
             }
         }
-        let jitter = match &self.jitter {
-            None => d.jitter,
-            Some(j) if (0.0..=1.0).contains(j.get_ref()) => *j.get_ref(),
-            Some(j) => {
-                return Err(invalid(
+        let jitter =
+            match &self.jitter {
+                None => d.jitter,
+                Some(j) if (0.0..=1.0).contains(j.get_ref()) => *j.get_ref(),
+                Some(j) => return Err(invalid(
                     j,
                     "backoff jitter is a fraction: expected a number from 0.0 to 1.0 such as 0.2",
-                ))
-            }
-        };
+                )),
+            };
         Ok(BackoffConfig {
             initial,
             max,
@@ -881,15 +891,17 @@ fn validate_probe(probe: &Sp<RawProbe>, key: &str) -> Result<Probe, Invalid> {
             ))
         })?
     } else if let Some(addr) = &p.tcp {
-        let ok = addr
-            .get_ref()
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
+        let ok = addr.get_ref().rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+        });
         if !ok {
-            return Err(invalid(addr, format!(
-                "probe address \"{}\" is not HOST:PORT: expected e.g. \"127.0.0.1:8081\"",
-                addr.get_ref()
-            )));
+            return Err(invalid(
+                addr,
+                format!(
+                    "probe address \"{}\" is not HOST:PORT: expected e.g. \"127.0.0.1:8081\"",
+                    addr.get_ref()
+                ),
+            ));
         }
         ProbeCheck::Tcp {
             address: addr.get_ref().clone(),
@@ -930,31 +942,40 @@ fn parse_probe_url(s: &str) -> Option<ProbeCheck> {
     };
     let authority: Authority = authority.parse().ok()?;
     let port_ok = authority.port_u16().is_some_and(|p| p != 0);
-    (port_ok && !authority.as_str().contains('@') && !path.contains(char::is_whitespace)).then(|| {
-        ProbeCheck::Http {
+    (port_ok && !authority.as_str().contains('@') && !path.contains(char::is_whitespace)).then(
+        || ProbeCheck::Http {
             authority,
             path: path.to_string(),
-        }
-    })
+        },
+    )
 }
 
 /// Every `depends_on` names a program, and the dependencies have no cycle.
-fn check_dependencies(programs: &[Program], dependencies: &[Vec<Sp<String>>]) -> Result<(), Invalid> {
+fn check_dependencies(
+    programs: &[Program],
+    dependencies: &[Vec<Sp<String>>],
+) -> Result<(), Invalid> {
     for (program, deps) in programs.iter().zip(dependencies) {
         for dep in deps {
             if dep.get_ref() == &program.name {
-                return Err(invalid(dep, format!(
-                    "program \"{}\" depends on itself: expected the names of other programs",
-                    program.name
-                )));
+                return Err(invalid(
+                    dep,
+                    format!(
+                        "program \"{}\" depends on itself: expected the names of other programs",
+                        program.name
+                    ),
+                ));
             }
             if !programs.iter().any(|p| p.name == *dep.get_ref()) {
-                return Err(invalid(dep, format!(
-                    "program \"{}\" depends on \"{}\" but there is no [program.{}] section",
-                    program.name,
-                    dep.get_ref(),
-                    dep.get_ref()
-                )));
+                return Err(invalid(
+                    dep,
+                    format!(
+                        "program \"{}\" depends on \"{}\" but there is no [program.{}] section",
+                        program.name,
+                        dep.get_ref(),
+                        dep.get_ref()
+                    ),
+                ));
             }
         }
     }
@@ -1291,6 +1312,185 @@ mod tests {
             c.gateway.access_log,
             AccessLog::File("/etc/vastgate/access.jsonl".into())
         );
+    }
+
+    #[test]
+    fn program_defaults_are_supervisord_like_but_never_give_up() {
+        let c = parse("[program.web]\ncommand = [\"python3\", \"-m\", \"http.server\"]\n").unwrap();
+        let p = &c.programs[0];
+        assert_eq!(p.restart, RestartPolicy::Always);
+        assert_eq!(p.start_retries, None);
+        assert!(p.autostart);
+        assert_eq!(p.stop_signal, StopSignal::TERM);
+        assert_eq!(p.log, PathBuf::from("/var/log/vastgate/web.log"));
+        assert_eq!(p.backoff, BackoffConfig::default());
+        assert_eq!(p.gpu, GpuNeed::NotNeeded);
+        assert_eq!(
+            c.supervisor.environment_file,
+            Some(PathBuf::from("/etc/environment"))
+        );
+        assert_eq!(c.supervisor.stop_deadline, Duration::from_secs(8));
+    }
+
+    #[test]
+    fn every_program_key_parses() {
+        let text = r#"
+[supervisor]
+socket = "run/vg.sock"
+log_dir = "logs"
+log_max_size = "1MB"
+log_keep = 5
+environment_file = "off"
+stop_deadline = "9s"
+
+[program.base]
+command = ["sleep", "1000"]
+
+[program.forge]
+command = ["python3", "launch.py"]
+cwd = "/forge"
+env = { SD_WEBUI_RESTART = "1" }
+user = "appuser"
+autostart = false
+restart = "on-failure"
+start_retries = 4
+depends_on = ["base"]
+stop_signal = "SIGINT"
+stop_timeout = "20s"
+log = "forge.log"
+ready_after = "2s"
+restart_on_log = ["illegal memory access", "CUDA error: .*"]
+restart_file = "tmp/restart"
+gpu = "required"
+gpu_wait = "2m"
+backoff = { initial = "100ms", max = "2s", reset_after = "30s", jitter = 0.0 }
+startup_probe = { http = "http://127.0.0.1:7860/internal/ping", period = "2s", timeout = "1s", deadline = "30m" }
+liveness_probe = { tcp = "127.0.0.1:7860", period = "10s", failure_threshold = 2 }
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(
+            c.supervisor.socket,
+            PathBuf::from("/etc/vastgate/run/vg.sock")
+        );
+        assert_eq!(c.supervisor.environment_file, None);
+        let p = c.programs.iter().find(|p| p.name == "forge").unwrap();
+        assert_eq!(p.user.as_deref(), Some("appuser"));
+        assert!(!p.autostart);
+        assert_eq!(p.restart, RestartPolicy::OnFailure);
+        assert_eq!(p.start_retries, Some(4));
+        assert_eq!(p.depends_on, ["base"]);
+        assert_eq!(p.stop_signal.name, "INT");
+        assert_eq!(p.stop_timeout, Duration::from_secs(20));
+        assert_eq!(p.log, PathBuf::from("/etc/vastgate/forge.log"));
+        assert_eq!(p.log_max_size, 1 << 20);
+        assert_eq!(p.log_keep, 5);
+        assert_eq!(p.restart_on_log.len(), 2);
+        assert_eq!(p.restart_file, Some(PathBuf::from("/forge/tmp/restart")));
+        assert_eq!(
+            p.gpu,
+            GpuNeed::Required {
+                wait: Duration::from_secs(120)
+            }
+        );
+        assert_eq!(p.backoff.initial, Duration::from_millis(100));
+        assert_eq!(p.backoff.jitter, 0.0);
+        let startup = p.startup_probe.as_ref().unwrap();
+        assert_eq!(startup.deadline, Duration::from_secs(1800));
+        assert!(
+            matches!(&startup.check, ProbeCheck::Http { path, .. } if path == "/internal/ping")
+        );
+        let liveness = p.liveness_probe.as_ref().unwrap();
+        assert_eq!(liveness.failure_threshold, 2);
+        assert_eq!(
+            liveness.check,
+            ProbeCheck::Tcp {
+                address: "127.0.0.1:7860".into()
+            }
+        );
+    }
+
+    #[test]
+    fn program_mistakes_are_located_with_what_was_expected() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("restart = \"sometimes\"", ":3:11: ", "unknown variant"),
+            (
+                "restart = \"always\"\nstart_retries = 3",
+                ":4:17: ",
+                "expected restart = \"on-failure\"",
+            ),
+            ("stop_signal = \"STOP\"", ":3:15: ", "expected one of TERM"),
+            ("stop_timeout = \"soon\"", ":3:16: ", "not a duration"),
+            ("log_max_size = \"10 parsecs\"", ":3:16: ", "not a size"),
+            (
+                "restart_on_log = [\"(unclosed\"]",
+                ":3:19: ",
+                "not a regular expression",
+            ),
+            ("gpu = \"maybe\"", ":3:7: ", "expected \"required\""),
+            (
+                "depends_on = [\"ghost\"]",
+                ":3:15: ",
+                "no [program.ghost] section",
+            ),
+            ("depends_on = [\"a\"]", ":3:15: ", "depends on itself"),
+            (
+                "startup_probe = { period = \"1s\" }",
+                ":3:17: ",
+                "exactly one check",
+            ),
+            (
+                "liveness_probe = { http = \"https://x:1/\" }",
+                ":3:27: ",
+                "expected \"http://HOST:PORT/PATH\"",
+            ),
+            (
+                "liveness_probe = { tcp = \"nohost\" }",
+                ":3:26: ",
+                "not HOST:PORT",
+            ),
+            (
+                "liveness_probe = { tcp = \"h:1\", failure_threshold = 0 }",
+                ":3:53: ",
+                "at least 1",
+            ),
+            ("backoff = { jitter = 2.0 }", ":3:22: ", "from 0.0 to 1.0"),
+            ("user = \" \"", ":3:8: ", "expected a user name"),
+        ];
+        for (line, at, expected) in cases {
+            let text = format!("[program.a]\ncommand = [\"true\"]\n{line}\n");
+            let err = parse(&text).unwrap_err();
+            assert!(err.contains(at), "{line}: {err}");
+            assert!(err.contains(expected), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn dependency_cycles_are_refused() {
+        let text = "[program.a]\ncommand = [\"true\"]\ndepends_on = [\"b\"]\n\
+                    [program.b]\ncommand = [\"true\"]\ndepends_on = [\"a\"]\n";
+        let err = parse(text).unwrap_err();
+        assert!(err.contains("depends_on cycle"), "{err}");
+        assert!(err.contains(":3:15: "), "{err}");
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("512KB"), Some(512 * 1024));
+        assert_eq!(parse_size("10MB"), Some(10 << 20));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("1.5MB"), None);
+        assert_eq!(parse_size("MB"), None);
+    }
+
+    #[test]
+    fn stop_signals_accept_both_spellings() {
+        assert_eq!(StopSignal::parse("sigterm"), Some(StopSignal::TERM));
+        assert_eq!(
+            StopSignal::parse("KILL").map(|s| s.number),
+            Some(libc::SIGKILL)
+        );
+        assert_eq!(StopSignal::parse("SIGSTOP"), None);
     }
 
     #[test]

@@ -4,3 +4,6 @@
 pub mod auth;
 pub mod config;
 pub mod gateway;
+pub mod supervisor;
+pub mod up;
+pub mod vast;

@@ -1,14 +1,18 @@
 //! The `vastgate` command line.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use vastgate::config::{self, Config};
+use vastgate::supervisor::control::{self, ClientError, Reply, Request};
+use vastgate::supervisor::status;
+use vastgate::up::UpOutcome;
 
 /// The front door and caretaker of a GPU container: an authenticating reverse proxy for Forge,
 /// filebrowser, ttyd, logdy and Jupyter on one port.
@@ -44,9 +48,81 @@ enum Command {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// Print this gateway's PORTAL_CONFIG entry (`localhost:8000:18000:/:NAME`), for a Vast.ai
+    /// template that puts the gateway behind Vast's own Caddy: the gateway listens on the
+    /// internal port, by convention the external one plus 10000.
+    PortalConfig {
+        /// The name the Vast portal shows.
+        #[arg(long, default_value = "vastgate")]
+        name: String,
+        /// The configuration file (its `listen` port is the internal port)
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Validate the configuration and exit: 0 when it is good, 1 with FILE:LINE:COL when not.
     Check {
         /// The configuration file [default: $VASTGATE_CONFIG, ./proxy.toml, /etc/vastgate/proxy.toml]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run the supervisor (every [program.NAME]) and the gateway, in the foreground.
+    ///
+    /// Works as the container's PID 1 (reaps every orphan) and under a launcher such as Vast's
+    /// (becomes a child subreaper). When a supervisor already runs for the same socket, says so
+    /// and exits 0, so launch scripts may call it on every start. SIGTERM stops the programs in
+    /// reverse dependency order within [supervisor] stop_deadline; a second SIGTERM kills them.
+    Up {
+        /// The configuration file [default: $VASTGATE_CONFIG, ./proxy.toml, /etc/vastgate/proxy.toml]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Show every program's state, supervisorctl style.
+    ///
+    /// Exit status: 0 when every autostart program is RUNNING, 3 when one is not, 4 when no
+    /// supervisor answers.
+    Status {
+        /// Print the supervisor's full answer as JSON instead.
+        #[arg(long)]
+        json: bool,
+        /// The configuration file (to find the control socket)
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Start a program (or `all`).
+    Start {
+        /// A program name, or `all`
+        name: String,
+        /// The configuration file (to find the control socket)
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Stop a program (or `all`): its stop signal to the process group, SIGKILL after stop_timeout.
+    Stop {
+        /// A program name, or `all`
+        name: String,
+        /// The configuration file (to find the control socket)
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Restart a program (or `all`) at once, without backoff.
+    Restart {
+        /// A program name, or `all`
+        name: String,
+        /// The configuration file (to find the control socket)
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print a program's recent output (the whole log is in its log file).
+    Logs {
+        /// A program name
+        name: String,
+        /// Keep printing new output until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+        /// How many recent lines to print first.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+        /// The configuration file (to find the control socket)
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -58,6 +134,179 @@ fn main() -> ExitCode {
         Command::Check { config } => check(config),
         Command::Serve { config } => serve(config),
         Command::Passwd { user, cost, file } => passwd(&user, cost, file),
+        Command::PortalConfig { name, config } => portal_config(config, &name),
+        Command::Up { config } => up(config),
+        Command::Status { json, config } => status(config, json),
+        Command::Start { name, config } => act(config, Request::Start { name }),
+        Command::Stop { name, config } => act(config, Request::Stop { name }),
+        Command::Restart { name, config } => act(config, Request::Restart { name }),
+        Command::Logs {
+            name,
+            follow,
+            lines,
+            config,
+        } => logs(config, name, lines, follow),
+    }
+}
+
+fn up(flag: Option<PathBuf>) -> ExitCode {
+    init_tracing();
+    let path = config::resolve_path(flag.as_deref());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(vastgate::up::up(&path));
+    // Log pumps of orphaned output may still hold the runtime; do not wait for them.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    match outcome {
+        Ok(UpOutcome::Stopped { killed }) => {
+            if killed {
+                eprintln!("vastgate: stopped (some programs had to be killed)");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(UpOutcome::AlreadyRunning { socket }) => {
+            eprintln!(
+                "vastgate: a supervisor is already running for {} (see `vastgate status`); nothing to do",
+                socket.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The control socket named by the configuration; exit code 4 when it cannot be known.
+fn socket_of(flag: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+    let path = config::resolve_path(flag.as_deref());
+    match Config::load(&path) {
+        Ok(c) => Ok(c.supervisor.socket),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(status::EXIT_NO_SUPERVISOR))
+        }
+    }
+}
+
+fn no_supervisor(e: ClientError) -> ExitCode {
+    eprintln!("error: {e}");
+    match e {
+        ClientError::NoSupervisor { .. } => ExitCode::from(status::EXIT_NO_SUPERVISOR),
+        ClientError::Broken { .. } => ExitCode::FAILURE,
+    }
+}
+
+fn status(flag: Option<PathBuf>, json: bool) -> ExitCode {
+    let socket = match socket_of(flag) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut answer = None;
+    let called = control::call(
+        &socket,
+        &Request::Status,
+        Some(Duration::from_secs(10)),
+        |r| {
+            answer = Some(r);
+            false
+        },
+    );
+    if let Err(e) = called {
+        return no_supervisor(e);
+    }
+    match &answer {
+        Some(reply @ Reply::Status { programs, .. }) => {
+            if json {
+                match serde_json::to_string_pretty(reply) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => eprintln!("error: {e}"),
+                }
+            } else {
+                print!("{}", status::format_status(programs));
+            }
+            ExitCode::from(status::exit_code(programs))
+        }
+        Some(Reply::Error { message }) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+        _ => {
+            eprintln!("error: the supervisor gave no status");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn act(flag: Option<PathBuf>, request: Request) -> ExitCode {
+    let socket = match socket_of(flag) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut code = ExitCode::SUCCESS;
+    let called = control::call(&socket, &request, Some(Duration::from_secs(300)), |reply| {
+        match reply {
+            Reply::Done { results } => {
+                for r in results {
+                    println!("{}", r.message);
+                }
+            }
+            Reply::Error { message } => {
+                eprintln!("error: {message}");
+                code = ExitCode::FAILURE;
+            }
+            _ => {}
+        }
+        false
+    });
+    match called {
+        Ok(()) => code,
+        Err(e) => no_supervisor(e),
+    }
+}
+
+fn logs(flag: Option<PathBuf>, name: String, lines: usize, follow: bool) -> ExitCode {
+    let socket = match socket_of(flag) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut code = ExitCode::SUCCESS;
+    let request = Request::Logs {
+        name,
+        lines,
+        follow,
+    };
+    let timeout = (!follow).then_some(Duration::from_secs(10));
+    let called = control::call(&socket, &request, timeout, |reply| match reply {
+        Reply::Line { line } => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+        }
+        Reply::LogHeader { path } => {
+            if !follow {
+                eprintln!("(the last {lines} lines; the whole log is {path})");
+            }
+            true
+        }
+        Reply::Error { message } => {
+            eprintln!("error: {message}");
+            code = ExitCode::FAILURE;
+            false
+        }
+        _ => true,
+    });
+    match called {
+        Ok(()) => code,
+        Err(e) => no_supervisor(e),
     }
 }
 
@@ -73,6 +322,20 @@ fn check(flag: Option<PathBuf>) -> ExitCode {
                 c.gateway.auth,
                 c.gateway.listen
             );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn portal_config(flag: Option<PathBuf>, name: &str) -> ExitCode {
+    let path = config::resolve_path(flag.as_deref());
+    match Config::load(&path) {
+        Ok(c) => {
+            println!("{}", vastgate::vast::own_entry(c.gateway.listen.port(), name));
             ExitCode::SUCCESS
         }
         Err(e) => {

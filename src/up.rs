@@ -1,0 +1,107 @@
+//! `vastgate up`: the supervisor and the gateway in one process.
+//!
+//! Order matters here. Signal handlers come first (as PID 1 a SIGTERM without a handler is
+//! ignored, and Docker would wait its 10 s for nothing), then the reaper, then the configuration
+//! and the instance lock, then the programs and the gateway. On SIGTERM the programs stop in
+//! reverse dependency order within `[supervisor] stop_deadline`; a second SIGTERM kills them at
+//! once. The supervisor never sees the gateway; this is the only place that knows both.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::gateway::{self, ServeError};
+use crate::supervisor::instance::{self, LockError};
+use crate::supervisor::{Reaper, Supervisor, SupervisorError};
+
+/// How `up` ended.
+#[derive(Debug)]
+pub enum UpOutcome {
+    /// Stopped by a signal; `killed` when some program had to be SIGKILLed.
+    Stopped { killed: bool },
+    /// Another supervisor already runs for this socket; nothing was started.
+    AlreadyRunning { socket: PathBuf },
+}
+
+/// Why `up` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error(transparent)]
+    Lock(LockError),
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+    #[error("the gateway stopped: {0}")]
+    Gateway(ServeError),
+}
+
+/// Runs the supervisor and the gateway for the configuration at `path` until SIGTERM/SIGINT.
+pub async fn up(path: &Path) -> Result<UpOutcome, UpError> {
+    let mut terminate = signal(SignalKind::terminate()).map_err(UpError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(UpError::Signals)?;
+    let reaper = Reaper::start().map_err(UpError::Signals)?;
+
+    let config = Config::load(path)?;
+    let _lock = match instance::acquire(&config.supervisor.socket) {
+        Ok(lock) => lock,
+        Err(LockError::Held(_)) => {
+            return Ok(UpOutcome::AlreadyRunning {
+                socket: config.supervisor.socket.clone(),
+            })
+        }
+        Err(e) => return Err(UpError::Lock(e)),
+    };
+    let supervisor = Supervisor::start(&config, reaper)?;
+    // `supervisor.board()` is the programs' shared state; the gateway will take it for its
+    // "starting" pages and portal once `gateway::serve` accepts it.
+
+    let gateway_stop = CancellationToken::new();
+    let gateway_path = path.to_path_buf();
+    let gateway_token = gateway_stop.clone();
+    let mut gateway =
+        tokio::spawn(async move { gateway::serve(&gateway_path, gateway_token).await });
+
+    let mut failure = None;
+    tokio::select! {
+        biased;
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+        ended = &mut gateway => match ended {
+            Ok(Ok(())) => {
+                // The gateway stops by itself on SIGTERM/SIGINT; that same signal is ours too.
+                let _ = tokio::time::timeout(Duration::from_millis(200), next_signal(&mut terminate, &mut interrupt)).await;
+                tracing::info!("signal received: stopping");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the gateway could not run; stopping the programs");
+                failure = Some(e);
+            }
+            Err(e) => tracing::error!(error = %e, "the gateway task failed; stopping the programs"),
+        },
+    }
+
+    let summary = supervisor
+        .shutdown(next_signal(&mut terminate, &mut interrupt))
+        .await;
+    gateway_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), gateway).await;
+    match failure {
+        Some(e) => Err(UpError::Gateway(e)),
+        None => Ok(UpOutcome::Stopped {
+            killed: summary.killed,
+        }),
+    }
+}
+
+async fn next_signal(terminate: &mut Signal, interrupt: &mut Signal) {
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+}
