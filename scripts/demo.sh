@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
-# Shows vastgate at work on any machine (no Docker, no GPU): stand-in apps on loopback ports
-# behind one gateway on http://127.0.0.1:8000/. Ctrl-C stops everything.
+# Shows vastgate at work on any machine (no Docker, no GPU): `vastgate up` supervises two
+# stand-in apps and serves them behind a login on http://127.0.0.1:8000/. Ctrl-C stops it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --quiet
-python3 -m http.server 8081 --bind 127.0.0.1 --directory "$PWD" >/dev/null 2>&1 &
-python3 examples/standin_app.py 7860 &
-trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
-cat <<MSG
-vastgate demo on http://127.0.0.1:8000/
-  the stand-in app (live server-sent events): http://127.0.0.1:8000/
-  a file server behind /files/:               http://127.0.0.1:8000/files/
-  a slow API through the gateway:             curl -s -X POST -d '{"prompt":"cat"}' http://127.0.0.1:8000/sdapi/v1/txt2img
-  the gateway's health:                       curl -s http://127.0.0.1:8000/healthz
-Access-log lines (JSON) follow. Ctrl-C stops.
+cat <<'MSG'
+vastgate demo on http://127.0.0.1:8000/  (user: demo, password: vastgate-demo)
+  the portal (programs, routes):        http://127.0.0.1:8000/_vastgate/
+  the stand-in app (live SSE):          http://127.0.0.1:8000/
+  a file server behind /files/:         http://127.0.0.1:8000/files/
+  a slow API:   curl -su demo:vastgate-demo -X POST -d '{"prompt":"cat"}' http://127.0.0.1:8000/sdapi/v1/txt2img
+  status:       target/release/vastgate status --config examples/demo.toml
+  restart one:  target/release/vastgate restart app --config examples/demo.toml
+Programs' output and one JSON access-log line per request follow. Ctrl-C stops.
 MSG
-./target/release/vastgate serve --config examples/demo.toml
+exec ./target/release/vastgate up --config examples/demo.toml

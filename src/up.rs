@@ -7,15 +7,18 @@
 //! once. The supervisor never sees the gateway; this is the only place that knows both.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
-use crate::gateway::{self, ServeError};
+use crate::gateway::{self, ServeError, ServeOptions};
 use crate::supervisor::instance::{self, LockError};
 use crate::supervisor::{Reaper, Supervisor, SupervisorError};
+
+/// From SIGTERM to exit, inside `docker stop`'s 10 s.
+const STOP_BUDGET: Duration = Duration::from_millis(9500);
 
 /// How `up` ended.
 #[derive(Debug)]
@@ -58,14 +61,17 @@ pub async fn up(path: &Path) -> Result<UpOutcome, UpError> {
         Err(e) => return Err(UpError::Lock(e)),
     };
     let supervisor = Supervisor::start(&config, reaper)?;
-    // `supervisor.board()` is the programs' shared state; the gateway will take it for its
-    // "starting" pages and portal once `gateway::serve` accepts it.
 
+    // The gateway shows the programs' states ("Forge is starting") and stops last, when told.
     let gateway_stop = CancellationToken::new();
     let gateway_path = path.to_path_buf();
-    let gateway_token = gateway_stop.clone();
+    let options = ServeOptions {
+        stop: gateway_stop.clone(),
+        board: Some(supervisor.board()),
+        stop_on_signals: false,
+    };
     let mut gateway =
-        tokio::spawn(async move { gateway::serve(&gateway_path, gateway_token).await });
+        tokio::spawn(async move { gateway::serve_with(&gateway_path, options).await });
 
     let mut failure = None;
     tokio::select! {
@@ -73,11 +79,7 @@ pub async fn up(path: &Path) -> Result<UpOutcome, UpError> {
         _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
         _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
         ended = &mut gateway => match ended {
-            Ok(Ok(())) => {
-                // The gateway stops by itself on SIGTERM/SIGINT; that same signal is ours too.
-                let _ = tokio::time::timeout(Duration::from_millis(200), next_signal(&mut terminate, &mut interrupt)).await;
-                tracing::info!("signal received: stopping");
-            }
+            Ok(Ok(())) => tracing::warn!("the gateway stopped by itself; stopping the programs"),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "the gateway could not run; stopping the programs");
                 failure = Some(e);
@@ -86,11 +88,16 @@ pub async fn up(path: &Path) -> Result<UpOutcome, UpError> {
         },
     }
 
+    let stopping_since = Instant::now();
     let summary = supervisor
         .shutdown(next_signal(&mut terminate, &mut interrupt))
         .await;
+    // The gateway goes last, in what is left of Docker's 10 s (at least half a second).
     gateway_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), gateway).await;
+    let left = STOP_BUDGET
+        .saturating_sub(stopping_since.elapsed())
+        .max(Duration::from_millis(500));
+    let _ = tokio::time::timeout(left, gateway).await;
     match failure {
         Some(e) => Err(UpError::Gateway(e)),
         None => Ok(UpOutcome::Stopped {

@@ -253,6 +253,18 @@ impl Gatekeeper {
         }
     }
 
+    /// The query without the gateway's own `token` parameter, when it carries one: for public
+    /// paths, which skip [`admit`](Self::admit) but must not hand the token to their upstream
+    /// either. `Some(None)` when nothing else is left.
+    pub fn strip_own_token(&self, query: Option<&str>) -> Option<Option<String>> {
+        let vast = self
+            .vast
+            .as_ref()
+            .filter(|_| self.mode == AuthMode::Basic)?;
+        let rest = strip_token_query(query?, |t| vast.matches_token(t))?;
+        Some((!rest.is_empty()).then_some(rest))
+    }
+
     /// Whether `route` is closed because the default password is in use.
     pub fn closes(&self, route: &Route, allow_default_password: bool) -> bool {
         self.default_password && route.sensitive && !allow_default_password
@@ -261,7 +273,12 @@ impl Gatekeeper {
     /// Removes from the upstream's headers the credentials the gateway consumed, and any
     /// client-sent identity look-alike; then names the authenticated user.
     pub fn scrub(&self, headers: &mut HeaderMap, route: &Route, user: Option<&str>) {
-        if self.mode == AuthMode::Basic && !route.keep_authorization {
+        // `keep_authorization` keeps the upstream's own credentials, never the gateway's token.
+        let our_bearer = self
+            .vast
+            .as_ref()
+            .is_some_and(|v| v.check_bearer(headers.get(header::AUTHORIZATION)));
+        if self.mode == AuthMode::Basic && (!route.keep_authorization || our_bearer) {
             headers.remove(header::AUTHORIZATION);
         }
         if let Some(vast) = &self.vast {
@@ -355,6 +372,61 @@ mod tests {
         remove_user_lookalikes(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-forwarded-users"));
+    }
+
+    fn with_vast_token(mode: AuthMode) -> Gatekeeper {
+        Gatekeeper {
+            mode,
+            basic: None,
+            vast: VastToken::new("secret-token", Some("C.1")),
+            default_password: false,
+        }
+    }
+
+    fn route(extra: &str) -> Route {
+        let text = format!(
+            "[gateway]\nauth = \"none\"\n[[route]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\n{extra}\n"
+        );
+        let mut config = Config::parse(std::path::Path::new("proxy.toml"), &text).unwrap();
+        config.routes.remove(0)
+    }
+
+    #[test]
+    fn keep_authorization_keeps_the_upstreams_credentials_never_the_gateway_token() {
+        let g = with_vast_token(AuthMode::Basic);
+        let keep = route("keep_authorization = true");
+        let scrubbed = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            g.scrub(&mut h, &keep, None);
+            h.get(header::AUTHORIZATION).cloned()
+        };
+        assert_eq!(scrubbed("Bearer secret-token"), None);
+        assert_eq!(scrubbed("bearer  secret-token "), None);
+        assert_eq!(
+            scrubbed("Bearer the-apps-own-token"),
+            Some(HeaderValue::from_static("Bearer the-apps-own-token"))
+        );
+        assert_eq!(
+            scrubbed("Basic dXNlcjpwdw=="),
+            Some(HeaderValue::from_static("Basic dXNlcjpwdw=="))
+        );
+    }
+
+    #[test]
+    fn own_token_is_taken_out_of_public_queries() {
+        let g = with_vast_token(AuthMode::Basic);
+        assert_eq!(
+            g.strip_own_token(Some("token=secret-token&a=1")),
+            Some(Some("a=1".into()))
+        );
+        assert_eq!(g.strip_own_token(Some("token=secret-token")), Some(None));
+        assert_eq!(g.strip_own_token(Some("token=jupyters-own")), None);
+        assert_eq!(g.strip_own_token(Some("a=1")), None);
+        assert_eq!(g.strip_own_token(None), None);
+        // Without basic auth the gateway does not take the token, so it is not its to remove.
+        let none = with_vast_token(AuthMode::None);
+        assert_eq!(none.strip_own_token(Some("token=secret-token")), None);
     }
 
     #[test]

@@ -18,8 +18,8 @@ use super::gatekeeper::Admission;
 use super::headers::{self, Hop, UpgradeRequest, X_REQUEST_ID};
 use super::pages::{self, Audience, Problem};
 use super::path::canonicalize;
-use super::portal;
 use super::router::{is_public, RouteMatch};
+use super::{portal, programs};
 use super::{Body, Gateway, Snapshot};
 use crate::config::Route;
 
@@ -141,6 +141,8 @@ impl Gateway {
                 }
                 Admission::Answer(resp) => return resp,
             }
+        } else if let Some(rewritten) = snapshot.gatekeeper.strip_own_token(uri.query()) {
+            query = rewritten;
         }
         record.user = user.clone();
 
@@ -191,6 +193,12 @@ impl Gateway {
                     retry_after: None,
                 },
             );
+        }
+
+        if let Some(board) = &self.board {
+            if let Some(resp) = programs::unavailable(board, route, audience) {
+                return resp;
+            }
         }
 
         let websocket = match headers::upgrade_request(req.headers()) {

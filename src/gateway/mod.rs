@@ -13,6 +13,7 @@ pub mod headers;
 pub mod pages;
 pub mod path;
 pub mod portal;
+pub mod programs;
 pub mod router;
 pub mod server;
 pub mod tls;
@@ -28,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::supervisor::Board;
 
-pub use server::{serve, ServeError};
+pub use server::{serve, serve_with, ServeError, ServeOptions};
 
 /// Errors of streamed bodies; boxed because they come from several layers (upstream, encoder).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -79,4 +81,6 @@ pub struct Gateway {
     pub streams_stop: CancellationToken,
     /// WebSocket tunnels, which hyper's graceful shutdown does not see once upgraded.
     pub tunnels: TaskTracker,
+    /// The supervisor's program states, under `vastgate up`.
+    pub board: Option<Arc<Board>>,
 }

@@ -77,6 +77,19 @@ pub struct Problem<'a> {
 
 /// An error answer shaped for the client: HTML for browsers, JSON for others.
 pub fn problem(audience: Audience, p: Problem<'_>) -> Response<Body> {
+    problem_with(audience, p, &Extra::default())
+}
+
+/// More for a [`problem`] answer: an HTML fragment for browsers (already escaped) and a JSON
+/// value for other clients.
+#[derive(Debug, Default)]
+pub struct Extra {
+    pub html: String,
+    pub json: Option<(&'static str, serde_json::Value)>,
+}
+
+/// [`problem`] with more to show.
+pub fn problem_with(audience: Audience, p: Problem<'_>, extra: &Extra) -> Response<Body> {
     let status = if audience.cloudflare && p.status.is_server_error() {
         StatusCode::OK
     } else {
@@ -86,7 +99,7 @@ pub fn problem(audience: Audience, p: Problem<'_>) -> Response<Body> {
         full(
             status,
             "text/html; charset=utf-8",
-            html_page(&p, audience.default_password),
+            html_page(&p, audience.default_password, &extra.html),
         )
     } else {
         let mut body = serde_json::json!({
@@ -96,6 +109,9 @@ pub fn problem(audience: Audience, p: Problem<'_>) -> Response<Body> {
         });
         if audience.default_password {
             body["warning"] = DEFAULT_PASSWORD_WARNING.into();
+        }
+        if let Some((key, value)) = &extra.json {
+            body[*key] = value.clone();
         }
         full(status, "application/json", format!("{body}\n"))
     };
@@ -109,7 +125,7 @@ pub fn problem(audience: Audience, p: Problem<'_>) -> Response<Body> {
 const DEFAULT_PASSWORD_WARNING: &str =
     "This box still uses the default login admin/admin: set PASSWORD in its environment and restart.";
 
-fn html_page(p: &Problem<'_>, default_password: bool) -> String {
+fn html_page(p: &Problem<'_>, default_password: bool, extra_html: &str) -> String {
     let banner = if default_password {
         format!("<p class=\"warn\">{DEFAULT_PASSWORD_WARNING}</p>")
     } else {
@@ -129,9 +145,10 @@ fn html_page(p: &Problem<'_>, default_password: bool) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{title}</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40rem;\
          margin:4rem auto;padding:0 1rem;color:#222}}h1{{font-size:1.4rem}}.note{{color:#666}}\
-         code{{background:#f3f3f3;padding:0 .2em}}.warn{{background:#fde2e1;color:#8a1c14;\
+         code{{background:#f3f3f3;padding:0 .2em}}pre{{background:#f6f6f6;padding:.5rem;\
+         overflow-x:auto;font-size:.8rem}}.warn{{background:#fde2e1;color:#8a1c14;\
          padding:.5rem .75rem;border-radius:4px}}</style></head><body>{banner}<h1>{title}</h1>\
-         <p>{detail}</p>{note}<p class=\"note\">{code} · vastgate</p></body></html>\n",
+         <p>{detail}</p>{extra_html}{note}<p class=\"note\">{code} · vastgate</p></body></html>\n",
         title = escape(p.title),
         detail = escape(p.detail),
         code = p.status.as_u16(),
@@ -225,7 +242,7 @@ mod tests {
 
     #[test]
     fn html_escapes_everything_user_visible() {
-        let page = html_page(&DOWN, false);
+        let page = html_page(&DOWN, false, "");
         assert!(page.contains("&lt;script&gt;"));
         assert!(!page.contains("<script>"));
         assert!(page.contains("http-equiv=\"refresh\" content=\"5\""));

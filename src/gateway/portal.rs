@@ -6,7 +6,7 @@ use std::fmt::Write;
 use http::{Response, StatusCode};
 
 use super::pages::{self, escape, Audience, Problem};
-use super::{Body, Gateway, Snapshot};
+use super::{programs, Body, Gateway, Snapshot};
 
 /// The prefix of the gateway's own pages; always behind authentication.
 pub const PREFIX: &str = "/_vastgate/";
@@ -19,7 +19,7 @@ pub fn answer(
     audience: Audience,
 ) -> Response<Body> {
     match path.strip_prefix(PREFIX) {
-        Some("") => portal(snapshot, audience),
+        Some("") => portal(gateway, snapshot, audience),
         Some("metrics") => metrics(gateway, snapshot),
         _ => pages::problem(
             audience,
@@ -33,7 +33,7 @@ pub fn answer(
     }
 }
 
-fn portal(snapshot: &Snapshot, audience: Audience) -> Response<Body> {
+fn portal(gateway: &Gateway, snapshot: &Snapshot, audience: Audience) -> Response<Body> {
     let mut routes: Vec<_> = snapshot.router.routes().iter().collect();
     routes.sort_by(|a, b| a.prefix.cmp(&b.prefix));
     let mut items = String::new();
@@ -52,12 +52,18 @@ fn portal(snapshot: &Snapshot, audience: Audience) -> Response<Body> {
     } else {
         ""
     };
+    let programs = gateway
+        .board
+        .as_deref()
+        .map(programs::portal_table)
+        .unwrap_or_default();
     let page = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>vastgate</title>\
          <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}}\
-         li{{margin:.3rem 0}}code{{color:#666}}.warn{{background:#fde2e1;color:#8a1c14;padding:.5rem .75rem}}\
-         </style></head><body>{banner}<h1>Apps on this box</h1><ul>{items}</ul></body></html>\n"
+         li{{margin:.3rem 0}}code{{color:#666}}td,th{{text-align:left;padding:.2rem .8rem .2rem 0}}\
+         .ok{{color:#16794a}}.bad{{color:#b3261e}}.warn{{background:#fde2e1;color:#8a1c14;padding:.5rem .75rem}}\
+         </style></head><body>{banner}<h1>Apps on this box</h1><ul>{items}</ul>{programs}</body></html>\n"
     );
     pages::full(StatusCode::OK, "text/html; charset=utf-8", page)
 }
@@ -96,5 +102,8 @@ fn metrics(gateway: &Gateway, snapshot: &Snapshot) -> Response<Body> {
         "WebSocket tunnels open now.",
         gateway.tunnels.len() as u64,
     );
+    if let Some(board) = &gateway.board {
+        programs::metrics(board, &mut out);
+    }
     pages::full(StatusCode::OK, "text/plain; version=0.0.4", out)
 }

@@ -26,6 +26,7 @@ use super::handler::ConnInfo;
 use super::{pages, tls};
 use super::{Gateway, Snapshot};
 use crate::config::{Config, ConfigError};
+use crate::supervisor::Board;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +51,34 @@ pub enum ServeError {
     Signals(std::io::Error),
 }
 
+/// How the gateway runs.
+pub struct ServeOptions {
+    /// Cancelled to stop the gateway.
+    pub stop: CancellationToken,
+    /// The supervisor's program states (under `vastgate up`), for "starting" pages and the portal.
+    pub board: Option<Arc<Board>>,
+    /// Stop on SIGTERM/SIGINT (`vastgate serve`). Under `vastgate up` the supervisor decides
+    /// when the gateway stops: last, after the programs.
+    pub stop_on_signals: bool,
+}
+
 /// Runs the gateway for the config at `path` until SIGTERM/SIGINT or `stop` is cancelled.
 pub async fn serve(path: &Path, stop: CancellationToken) -> Result<(), ServeError> {
+    let options = ServeOptions {
+        stop,
+        board: None,
+        stop_on_signals: true,
+    };
+    serve_with(path, options).await
+}
+
+/// Runs the gateway for the config at `path` as `options` say.
+pub async fn serve_with(path: &Path, options: ServeOptions) -> Result<(), ServeError> {
+    let ServeOptions {
+        stop,
+        board,
+        stop_on_signals,
+    } = options;
     let config = Config::load(path)?;
     let listen = config.gateway.listen;
     let access_log = config.gateway.access_log.clone();
@@ -81,6 +108,7 @@ pub async fn serve(path: &Path, stop: CancellationToken) -> Result<(), ServeErro
         ids: RequestIds::new(),
         streams_stop: CancellationToken::new(),
         tunnels: TaskTracker::new(),
+        board,
     });
     let (tls, _cert_watcher) = match tls_config {
         None => (None, None),
@@ -124,8 +152,8 @@ pub async fn serve(path: &Path, stop: CancellationToken) -> Result<(), ServeErro
                 Err(e) => accept_failed(e).await,
             },
             _ = hangup.recv() => reload(&gateway, path).await,
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
+            _ = terminate.recv(), if stop_on_signals => break,
+            _ = interrupt.recv(), if stop_on_signals => break,
             () = stop.cancelled() => break,
         }
     }

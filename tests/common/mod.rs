@@ -78,6 +78,16 @@ pub fn config_text(listen: SocketAddr, gateway_extra: &str, routes: &[String]) -
     text
 }
 
+/// A `[gateway.tls]` table with these files and any extra `key = value` lines. It must come
+/// last in `gateway_extra` (the `[gateway]` keys end where it starts).
+pub fn tls_table(cert: &Path, key: &Path, extra: &str) -> String {
+    format!(
+        "\n[gateway.tls]\ncert = {:?}\nkey = {:?}\n{extra}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // The gateway process
 // ---------------------------------------------------------------------------------------------
@@ -153,8 +163,85 @@ impl Gateway {
         panic!("the gateway could not bind a port: {last_error}");
     }
 
+    /// Starts a gateway as `setup` describes (nothing forced: `auth` is whatever its lines say,
+    /// the default `basic` otherwise), with its files written next to `proxy.toml` and its
+    /// environment variables set, and waits until its `/healthz` answers.
+    pub async fn start_with(setup: &Setup) -> Gateway {
+        match Gateway::try_start_with(setup).await {
+            Ok(gw) => gw,
+            Err(e) => panic!("the gateway did not start:\n{e}"),
+        }
+    }
+
+    /// [`start_with`](Self::start_with), returning why the gateway did not start (its stderr)
+    /// instead of failing the test.
+    pub async fn try_start_with(setup: &Setup) -> Result<Gateway, String> {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let text = setup.config_text(addr);
+            let dir = tempfile::tempdir().expect("temp dir");
+            for (name, contents) in &setup.files {
+                std::fs::write(dir.path().join(name), contents).expect("write a setup file");
+            }
+            match Gateway::spawn_in(dir, addr, &text, &setup.env).await {
+                Ok(gw) => return Ok(gw),
+                Err(e) if e.contains("cannot listen") => last_error = e,
+                Err(e) => return Err(format!("{e}\nconfig:\n{text}")),
+            }
+        }
+        Err(format!("the gateway could not bind a port: {last_error}"))
+    }
+
+    /// Starts a gateway like [`start`](Self::start) whose `gateway_extra` turns TLS on (end it
+    /// with a [`tls_table`]), with these environment variables, and waits until a plain-HTTP
+    /// `/healthz` is redirected to https.
+    pub async fn start_tls(
+        gateway_extra: &str,
+        routes: &[String],
+        env: &[(&str, &str)],
+    ) -> Gateway {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let text = config_text(addr, gateway_extra, routes);
+            let dir = tempfile::tempdir().expect("temp dir");
+            match Gateway::spawn_probed(dir, addr, &text, &env, true).await {
+                Ok(gw) => return gw,
+                Err(e) if e.contains("cannot listen") => last_error = e,
+                Err(e) => panic!("the gateway did not start:\n{e}\nconfig:\n{text}"),
+            }
+        }
+        panic!("the gateway could not bind a port: {last_error}");
+    }
+
     async fn spawn(addr: SocketAddr, config: &str) -> Result<Gateway, String> {
         let dir = tempfile::tempdir().expect("temp dir");
+        Gateway::spawn_in(dir, addr, config, &[]).await
+    }
+
+    async fn spawn_in(
+        dir: tempfile::TempDir,
+        addr: SocketAddr,
+        config: &str,
+        env: &[(String, String)],
+    ) -> Result<Gateway, String> {
+        Gateway::spawn_probed(dir, addr, config, env, false).await
+    }
+
+    /// [`spawn_in`](Self::spawn_in); with `tls`, the gateway counts as started once a plain-HTTP
+    /// `/healthz` is redirected to https (the TLS port's answer to plain HTTP).
+    async fn spawn_probed(
+        dir: tempfile::TempDir,
+        addr: SocketAddr,
+        config: &str,
+        env: &[(String, String)],
+        tls: bool,
+    ) -> Result<Gateway, String> {
         let config_path = dir.path().join("proxy.toml");
         std::fs::write(&config_path, config).expect("write proxy.toml");
         let mut child = Command::new(vastgate_bin())
@@ -167,6 +254,8 @@ impl Gateway {
             .env_remove("USERNAME")
             .env_remove("PASSWORD")
             .env_remove("OPEN_BUTTON_TOKEN")
+            .env_remove("VAST_CONTAINERLABEL")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -191,7 +280,12 @@ impl Gateway {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 return Err(format!("exited with {status}: {}", gw.stderr.text()));
             }
-            if healthz_ok(addr).await {
+            let ready = if tls {
+                redirects_to_https(addr).await
+            } else {
+                healthz_ok(addr).await
+            };
+            if ready {
                 return Ok(gw);
             }
             if Instant::now() >= deadline {
@@ -275,6 +369,54 @@ impl Gateway {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
+
+    /// The directory of `proxy.toml` (and of the files a [`Setup`] wrote).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+}
+
+/// What [`Gateway::start_with`] writes and sets: unlike [`Gateway::start`], no `auth` line is
+/// forced, so authentication tests say what they want.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// Lines under `[gateway]`, after `listen`.
+    pub gateway: String,
+    pub routes: Vec<String>,
+    /// Environment variables of the gateway process (`USERNAME`, `PASSWORD`,
+    /// `OPEN_BUTTON_TOKEN` and `VAST_CONTAINERLABEL` are unset unless given here).
+    pub env: Vec<(String, String)>,
+    /// Files written next to `proxy.toml` before the start: (file name, contents).
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+impl Setup {
+    pub fn new(gateway: &str, routes: &[String]) -> Setup {
+        Setup {
+            gateway: gateway.to_owned(),
+            routes: routes.to_vec(),
+            ..Setup::default()
+        }
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Setup {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn file(mut self, name: &str, contents: impl Into<Vec<u8>>) -> Setup {
+        self.files.push((name.to_owned(), contents.into()));
+        self
+    }
+
+    fn config_text(&self, listen: SocketAddr) -> String {
+        let mut text = format!("[gateway]\nlisten = \"{listen}\"\n{}\n\n", self.gateway);
+        for r in &self.routes {
+            text.push_str(r);
+            text.push('\n');
+        }
+        text
+    }
 }
 
 impl Drop for Gateway {
@@ -289,6 +431,26 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A plain-HTTP `GET /healthz` answered with 308 to `https://ADDR/healthz`.
+async fn redirects_to_https(addr: SocketAddr) -> bool {
+    let attempt = async {
+        let reply = raw_exchange(
+            addr,
+            format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .ok()?;
+        let location = format!("https://{addr}/healthz");
+        Some(reply.status == 308 && reply.header("location") == Some(location.as_str()))
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 async fn healthz_ok(addr: SocketAddr) -> bool {
@@ -767,5 +929,83 @@ impl Checksum {
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
         self.0 = h;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication
+// ---------------------------------------------------------------------------------------------
+
+/// `Basic base64(user:password)`.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// Reads the counter or gauge `name` from `/_vastgate/metrics`, sent with `authorization`. Use
+/// credentials that are already cached (or a Vast token), or the read itself costs a hash.
+pub async fn metric(addr: SocketAddr, name: &str, authorization: &str) -> u64 {
+    let reply = get(
+        addr,
+        "/_vastgate/metrics",
+        &[("authorization", authorization)],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "metrics: {}", reply.text());
+    let text = reply.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}
+
+/// Runs Apache's `htpasswd` with `args`. `None` (after a loud message) when the binary is
+/// missing outside CI; in CI (which installs apache2-utils) a missing binary fails the test.
+pub fn apache_htpasswd(args: &[&str]) -> Option<std::process::Output> {
+    match Command::new("htpasswd").args(args).output() {
+        Ok(out) => Some(out),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "htpasswd is not installed (apt-get install apache2-utils); CI must have it"
+            );
+            eprintln!(
+                "!!!! SKIPPED: `htpasswd` not found; install apache2-utils to run this test !!!!"
+            );
+            None
+        }
+        Err(err) => panic!("cannot run htpasswd: {err}"),
+    }
+}
+
+/// One line from `htpasswd -nb FLAGS user password` (e.g. flags `["-B", "-C", "5"]`).
+pub fn apache_line(flags: &[&str], user: &str, password: &str) -> Option<String> {
+    let mut args = vec!["-nb"];
+    args.extend_from_slice(flags);
+    args.extend([user, password]);
+    let out = apache_htpasswd(&args)?;
+    assert!(
+        out.status.success(),
+        "htpasswd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).unwrap().trim().to_owned())
+}
+
+/// Polls `check` (every 100 ms) until it is true; fails the test with `what` after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
