@@ -106,8 +106,10 @@ pub fn client_addr(headers: &HeaderMap, peer: IpAddr, trusted: bool) -> IpAddr {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-        .last()
+        .next_back()
+        // Only the last entry was added by the trusted proxy; an unreadable one is not a reason
+        // to believe the entries before it, which the client wrote.
+        .and_then(|s| s.trim().parse::<IpAddr>().ok())
         .unwrap_or(peer)
 }
 
@@ -314,6 +316,8 @@ mod tests {
         );
         let garbage = map(&[("x-forwarded-for", "not-an-ip")]);
         assert_eq!(client_addr(&garbage, peer, true), peer);
+        let spoof_then_garbage = map(&[("x-forwarded-for", "6.6.6.6, unknown")]);
+        assert_eq!(client_addr(&spoof_then_garbage, peer, true), peer);
     }
 
     #[test]

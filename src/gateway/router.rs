@@ -30,7 +30,7 @@ pub struct Router {
 impl Router {
     pub fn new(routes: &[Route]) -> Router {
         let mut routes: Vec<Arc<Route>> = routes.iter().cloned().map(Arc::new).collect();
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Router { routes }
     }
 
