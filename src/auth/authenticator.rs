@@ -235,6 +235,12 @@ impl Authenticator {
         if let Some(result) = in_flight.get(&key) {
             return Some(result.clone());
         }
+        // A job caches its success before it leaves the in-flight table, so a check that missed
+        // the cache earlier but finds no job now may just have missed that job: look again,
+        // under the lock, rather than hash a second time.
+        if cache_success && self.shared.cache.contains(&key, Instant::now()) {
+            return Some(watch::channel(Some(true)).1);
+        }
         let permit = self.shared.hash_slots.clone().try_acquire_owned().ok()?;
         let (sender, result) = watch::channel(None);
         in_flight.insert(key, result.clone());

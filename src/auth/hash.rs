@@ -306,8 +306,42 @@ fn scheme_identifier(text: &str) -> Option<String> {
     if id.is_empty() || id.len() > 16 || !id.chars().all(allowed) {
         return None;
     }
-    Some(format!("{open}{id}{close}"))
+    let named = format!("{open}{id}{close}");
+    // Only real schemes are named in messages: an unknown `$...$` may be the start of a
+    // plaintext password, which must not reach a log.
+    if KNOWN_FOREIGN_SCHEMES.contains(&named.as_str()) {
+        Some(named)
+    } else {
+        Some(format!("{open}…{close}"))
+    }
 }
+
+/// Hash schemes of other tools that vastgate recognises by name but cannot verify.
+const KNOWN_FOREIGN_SCHEMES: &[&str] = &[
+    "$2x$",
+    "$y$",
+    "$gy$",
+    "$7$",
+    "$3$",
+    "$md5$",
+    "$sha1$",
+    "$argon2i$",
+    "$argon2d$",
+    "$argon2id$",
+    "$scrypt$",
+    "$pbkdf2$",
+    "$pbkdf2-sha256$",
+    "$pbkdf2-sha512$",
+    "{SSHA}",
+    "{SSHA256}",
+    "{SSHA512}",
+    "{SHA256}",
+    "{SHA512}",
+    "{MD5}",
+    "{SMD5}",
+    "{CRYPT}",
+    "{PLAIN}",
+];
 
 fn malformed(scheme: &'static str, reason: &'static str) -> HashError {
     HashError::Malformed { scheme, reason }
@@ -475,6 +509,7 @@ mod tests {
             ("$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA", "$argon2id$"),
             ("$y$j9T$salt$hash", "$y$"),
             ("{SSHA}abcdef", "{SSHA}"),
+            ("$hunter2$not-a-hash", "$…$"),
             (
                 "$2x$05$nZsvWgt44pXpyRcQ3y/JCO4T2Bp/FkzWEOYsvbxCud.4JYXmt3P0m",
                 "$2x$",
