@@ -52,10 +52,24 @@ impl UpstreamClient {
         match tokio::time::timeout(timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Unreachable(describe(&e))),
+            Ok(Err(e)) if client_body_failed(&e) => Err(UpstreamError::ClientBody(describe(&e))),
             Ok(Err(e)) => Err(UpstreamError::Failed(describe(&e))),
             Ok(Ok(resp)) => Ok(resp),
         }
     }
+}
+
+/// Whether the exchange broke because the client's own request body did (cut off, or framed
+/// wrongly): hyper reports a body stream that failed as a "user" error.
+fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user) {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// The innermost cause is the useful part ("Connection refused (os error 111)").
@@ -76,6 +90,8 @@ pub enum UpstreamError {
     Failed(String),
     /// No response headers within the route's `response_timeout`: 504.
     Timeout,
+    /// The client's request body broke off or was malformed: 400, not the app's fault.
+    ClientBody(String),
 }
 
 /// Everything about the incoming request that shapes the upstream request.

@@ -317,6 +317,11 @@ fn upstream_problem(route: &Route, error: &UpstreamError, audience: Audience) ->
             format!("{} broke off the connection", route.name),
             format!("The exchange with {} failed ({why}).", route.name),
         ),
+        UpstreamError::ClientBody(why) => (
+            StatusCode::BAD_REQUEST,
+            "The request body was incomplete".to_string(),
+            format!("The request body broke off or was malformed ({why})."),
+        ),
         UpstreamError::Timeout => (
             StatusCode::GATEWAY_TIMEOUT,
             format!("{} is taking too long", route.name),
@@ -327,14 +332,16 @@ fn upstream_problem(route: &Route, error: &UpstreamError, audience: Audience) ->
             ),
         ),
     };
-    tracing::warn!(route = %route.prefix, upstream = %route.upstream, %detail, "upstream error");
+    if status.is_server_error() {
+        tracing::warn!(route = %route.prefix, upstream = %route.upstream, %detail, "upstream error");
+    }
     pages::problem(
         audience,
         Problem {
             status,
             title: &title,
             detail: &detail,
-            retry_after: Some(RETRY_SECS),
+            retry_after: status.is_server_error().then_some(RETRY_SECS),
         },
     )
 }
