@@ -50,6 +50,22 @@ impl Drop for Basic {
     }
 }
 
+/// What the gatekeeper looks at in one request.
+#[derive(Clone, Copy)]
+pub struct Knock<'a> {
+    pub headers: &'a HeaderMap,
+    /// The canonical path.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// The client's address, as far as it can be believed (for the failure limiter).
+    pub client: IpAddr,
+    /// The peer is in `trusted_proxies` (what `auth = "upstream"` requires).
+    pub trusted_peer: bool,
+    /// The request came over TLS (the session cookie is then `Secure`).
+    pub secure: bool,
+    pub audience: Audience,
+}
+
 /// The outcome of checking one request.
 pub enum Admission {
     /// Go on; `user` is who the credentials named (none on public paths or without auth).
@@ -161,16 +177,16 @@ impl Gatekeeper {
     }
 
     /// Decides whether a request to a protected path may pass.
-    pub async fn admit(
-        &self,
-        headers: &HeaderMap,
-        path: &str,
-        query: Option<&str>,
-        client: IpAddr,
-        trusted_peer: bool,
-        secure: bool,
-        audience: Audience,
-    ) -> Admission {
+    pub async fn admit(&self, request: &Knock<'_>) -> Admission {
+        let Knock {
+            headers,
+            path,
+            query,
+            client,
+            trusted_peer,
+            secure,
+            audience,
+        } = *request;
         let pass = |user: Option<String>| Admission::Pass {
             user,
             query: None,

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use super::access_log::{rfc3339, Logged, Record};
 use super::compress;
 use super::forward::{self, Outgoing, Shaping, UpstreamError};
-use super::gatekeeper::Admission;
+use super::gatekeeper::{Admission, Knock};
 use super::headers::{self, Hop, UpgradeRequest, X_REQUEST_ID};
 use super::pages::{self, Audience, Problem};
 use super::path::canonicalize;
@@ -117,15 +117,15 @@ impl Gateway {
         if !is_public(&gateway.public, &path) {
             let admission = snapshot
                 .gatekeeper
-                .admit(
-                    req.headers(),
-                    &path,
-                    uri.query(),
-                    record.client,
-                    trusted,
-                    conn.proto == "https",
+                .admit(&Knock {
+                    headers: req.headers(),
+                    path: &path,
+                    query: uri.query(),
+                    client: record.client,
+                    trusted_peer: trusted,
+                    secure: conn.proto == "https",
                     audience,
-                )
+                })
                 .await;
             match admission {
                 Admission::Pass {
