@@ -230,6 +230,10 @@ pub struct Program {
     pub restart_file: Option<PathBuf>,
     pub gpu: GpuNeed,
     pub backoff: BackoffConfig,
+    /// Runs to completion instead of staying up (provisioning, a migration): once it has ended
+    /// for good (EXITED or FATAL) the programs that `depends_on` it start, and a clean exit
+    /// counts as healthy in `vastgate status`. Its `restart` defaults to `"never"`.
+    pub oneshot: bool,
 }
 
 /// The signal a program is stopped with (`stop_signal`), by name and number.
@@ -551,6 +555,8 @@ struct RawProgram {
     gpu: Option<Sp<String>>,
     gpu_wait: Option<Sp<String>>,
     backoff: Option<RawBackoff>,
+    #[serde(default)]
+    oneshot: bool,
 }
 
 #[derive(Deserialize)]
@@ -611,8 +617,7 @@ impl RawFile {
                 .collect::<Result<_, _>>()?,
         };
         let trusted_proxies = match g.trusted_proxies {
-            None => vec![IpNet::parse("127.0.0.1/32").into_iter().collect::<Vec<_>>()]
-                .concat(),
+            None => IpNet::parse("127.0.0.1/32").into_iter().collect(),
             Some(list) => list
                 .iter()
                 .map(|s| {
@@ -734,10 +739,24 @@ impl RawProgram {
                 "program \"{name}\" has an empty command: expected an argument list such as [\"python3\", \"-m\", \"http.server\"]"
             )));
         }
-        let restart = p
-            .restart
-            .as_ref()
-            .map_or(RestartPolicy::Always, |r| *r.get_ref());
+        let default_restart = if p.oneshot {
+            RestartPolicy::Never
+        } else {
+            RestartPolicy::Always
+        };
+        let restart = p.restart.as_ref().map_or(default_restart, |r| *r.get_ref());
+        if let (true, Some(r)) = (p.oneshot, &p.restart) {
+            if *r.get_ref() == RestartPolicy::Always {
+                return Err(invalid(
+                    r,
+                    format!(
+                        "program \"{name}\" is a oneshot, which runs to completion, but restart = \"always\" \
+                         would run it forever: expected restart = \"never\" (the default for a oneshot) \
+                         or \"on-failure\""
+                    ),
+                ));
+            }
+        }
         if let Some(retries) = &p.start_retries {
             if restart != RestartPolicy::OnFailure {
                 return Err(invalid(
@@ -835,6 +854,7 @@ impl RawProgram {
             restart_file,
             gpu,
             backoff,
+            oneshot: p.oneshot,
             name,
         })
     }
@@ -1462,6 +1482,27 @@ liveness_probe = { tcp = "127.0.0.1:7860", period = "10s", failure_threshold = 2
             assert!(err.contains(at), "{line}: {err}");
             assert!(err.contains(expected), "{line}: {err}");
         }
+    }
+
+    #[test]
+    fn oneshot_defaults_to_never_and_refuses_always() {
+        let c = parse("[program.p]\ncommand = [\"true\"]\noneshot = true\n").unwrap();
+        assert!(c.programs[0].oneshot);
+        assert_eq!(c.programs[0].restart, RestartPolicy::Never);
+        let c =
+            parse("[program.p]\ncommand = [\"true\"]\noneshot = true\nrestart = \"on-failure\"\n")
+                .unwrap();
+        assert_eq!(c.programs[0].restart, RestartPolicy::OnFailure);
+        let err =
+            parse("[program.p]\ncommand = [\"true\"]\noneshot = true\nrestart = \"always\"\n")
+                .unwrap_err();
+        assert!(err.contains(":4:11: ") && err.contains("oneshot"), "{err}");
+        assert!(
+            !parse("[program.p]\ncommand = [\"true\"]\n")
+                .unwrap()
+                .programs[0]
+                .oneshot
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod config;
 pub mod gateway;
+pub mod healthcheck;
 pub mod supervisor;
 pub mod up;
 pub mod vast;

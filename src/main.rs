@@ -65,6 +65,18 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Exit 0 when the gateway answers `GET /healthz` on its listen port, 1 when not.
+    ///
+    /// For Docker's HEALTHCHECK (no curl needed). With TLS on, the port answers this plain
+    /// request with a 308 to https, which counts as healthy too.
+    Healthcheck {
+        /// The configuration file (its `listen` port is checked)
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Seconds to wait for each step (connect, send, answer).
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Run the supervisor (every [program.NAME]) and the gateway, in the foreground.
     ///
     /// Works as the container's PID 1 (reaps every orphan) and under a launcher such as Vast's
@@ -136,6 +148,7 @@ fn main() -> ExitCode {
         Command::Passwd { user, cost, file } => passwd(&user, cost, file),
         Command::PortalConfig { name, config } => portal_config(config, &name),
         Command::Up { config } => up(config),
+        Command::Healthcheck { config, timeout } => healthcheck(config, timeout),
         Command::Status { json, config } => status(config, json),
         Command::Start { name, config } => act(config, Request::Start { name }),
         Command::Stop { name, config } => act(config, Request::Stop { name }),
@@ -326,6 +339,24 @@ fn check(flag: Option<PathBuf>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn healthcheck(flag: Option<PathBuf>, timeout: u64) -> ExitCode {
+    let path = config::resolve_path(flag.as_deref());
+    let listen = match Config::load(&path) {
+        Ok(c) => c.gateway.listen,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match vastgate::healthcheck::check(listen, Duration::from_secs(timeout.max(1))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
             ExitCode::FAILURE
         }
     }

@@ -64,7 +64,10 @@ impl UpstreamClient {
 fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);
     while let Some(err) = cause {
-        if err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user) {
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_user)
+        {
             return true;
         }
         cause = err.source();

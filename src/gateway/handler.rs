@@ -67,6 +67,8 @@ impl Gateway {
             resp.headers_mut().insert(X_REQUEST_ID, v);
         }
         record.status = resp.status().as_u16();
+        self.metrics
+            .count_request(record.route.as_deref(), record.status);
         if !self.log.enabled() {
             return resp;
         }
@@ -110,6 +112,10 @@ impl Gateway {
 
         let gateway = &snapshot.config.gateway;
         let matched = snapshot.router.lookup(&path);
+        if let RouteMatch::Forward { route, .. } = &matched {
+            record.route = Some(route.prefix.clone());
+            record.upstream = Some(route.upstream.to_string());
+        }
 
         let mut user = None;
         let mut query = uri.query().map(str::to_owned);
@@ -139,7 +145,10 @@ impl Gateway {
                     }
                     set_cookie = cookie;
                 }
-                Admission::Answer(resp) => return resp,
+                Admission::Answer(resp) => {
+                    self.metrics.count_auth_refusal(resp.status());
+                    return resp;
+                }
             }
         } else if let Some(rewritten) = snapshot.gatekeeper.strip_own_token(uri.query()) {
             query = rewritten;
@@ -177,8 +186,6 @@ impl Gateway {
                 )
             }
         };
-        record.route = Some(route.prefix.clone());
-        record.upstream = Some(route.upstream.to_string());
         if snapshot
             .gatekeeper
             .closes(route, gateway.allow_default_password)
@@ -254,7 +261,10 @@ impl Gateway {
             .await
         {
             Ok(resp) => resp,
-            Err(e) => return upstream_problem(route, &e, audience),
+            Err(e) => {
+                self.metrics.count_upstream_error(&e);
+                return upstream_problem(route, &e, audience);
+            }
         };
 
         let mut resp = match client_upgrade {

@@ -10,6 +10,7 @@ pub mod forward;
 pub mod gatekeeper;
 pub mod handler;
 pub mod headers;
+pub mod metrics;
 pub mod pages;
 pub mod path;
 pub mod portal;
@@ -83,4 +84,5 @@ pub struct Gateway {
     pub tunnels: TaskTracker,
     /// The supervisor's program states, under `vastgate up`.
     pub board: Option<Arc<Board>>,
+    pub metrics: metrics::Metrics,
 }

@@ -102,6 +102,7 @@ fn metrics(gateway: &Gateway, snapshot: &Snapshot) -> Response<Body> {
         "WebSocket tunnels open now.",
         gateway.tunnels.len() as u64,
     );
+    gateway.metrics.render(&mut out);
     if let Some(board) = &gateway.board {
         programs::metrics(board, &mut out);
     }

@@ -24,6 +24,13 @@ pub fn unavailable(board: &Board, route: &Route, audience: Audience) -> Option<R
     }
     let view = board.program(program)?;
     let title = match view.state {
+        ProgramState::Starting if !view.waiting_for.is_empty() => {
+            format!(
+                "{} is waiting for {}",
+                route.name,
+                view.waiting_for.join(", ")
+            )
+        }
         ProgramState::Starting => format!("{} is starting", route.name),
         ProgramState::Backoff => format!("{} is restarting", route.name),
         ProgramState::Stopping => format!("{} is stopping", route.name),
@@ -34,7 +41,28 @@ pub fn unavailable(board: &Board, route: &Route, audience: Audience) -> Option<R
     };
     let detail = describe(&view);
     let mut html = String::new();
-    if !view.recent_log_lines.is_empty() {
+    // What it waits for (provisioning downloading models, say) is the news; its own output is old.
+    let waited: Vec<ProgramView> = view
+        .waiting_for
+        .iter()
+        .filter_map(|d| board.program(d))
+        .collect();
+    for dep in &waited {
+        let _ = write!(
+            html,
+            "<p>{}: {}</p>",
+            escape(&dep.name),
+            escape(&describe(dep))
+        );
+        if !dep.recent_log_lines.is_empty() {
+            html.push_str("<pre>");
+            for line in &dep.recent_log_lines {
+                let _ = writeln!(html, "{}", escape(line));
+            }
+            html.push_str("</pre>");
+        }
+    }
+    if waited.is_empty() && !view.recent_log_lines.is_empty() {
         html.push_str("<p>Its last output:</p><pre>");
         for line in &view.recent_log_lines {
             let _ = writeln!(html, "{}", escape(line));
@@ -49,6 +77,11 @@ pub fn unavailable(board: &Board, route: &Route, audience: Audience) -> Option<R
         "restarts": view.restarts,
         "last_exit": view.last_exit.as_ref().map(ToString::to_string),
         "log": view.recent_log_lines,
+        "waiting_for": waited.iter().map(|d| serde_json::json!({
+            "name": d.name,
+            "state": d.state.as_str(),
+            "log": d.recent_log_lines,
+        })).collect::<Vec<_>>(),
     });
     Some(pages::problem_with(
         audience,

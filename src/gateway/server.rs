@@ -109,6 +109,7 @@ pub async fn serve_with(path: &Path, options: ServeOptions) -> Result<(), ServeE
         streams_stop: CancellationToken::new(),
         tunnels: TaskTracker::new(),
         board,
+        metrics: Default::default(),
     });
     let (tls, _cert_watcher) = match tls_config {
         None => (None, None),

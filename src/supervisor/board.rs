@@ -37,6 +37,12 @@ pub struct ProgramView {
     pub autostart: bool,
     /// The last lines of its output, oldest first.
     pub recent_log_lines: Vec<String>,
+    /// Runs to completion (`oneshot = true`): a clean exit is its success, not an outage.
+    #[serde(default)]
+    pub oneshot: bool,
+    /// The dependencies it is waiting for before it can start (STARTING without a process).
+    #[serde(default)]
+    pub waiting_for: Vec<String>,
 }
 
 impl ProgramView {
@@ -69,6 +75,8 @@ pub(crate) struct Slot {
     pub last_exit: Option<ExitReason>,
     pub pid: Option<u32>,
     pub output: Arc<ProgramOutput>,
+    pub oneshot: bool,
+    pub waiting_for: Vec<String>,
 }
 
 /// The shared picture of every program and the GPU. Cheap to read from any thread.
@@ -130,6 +138,32 @@ impl Board {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
         slots.iter().find(|s| s.name == name).map(|s| s.state)
     }
+
+    /// Whether a program that `depends_on` `name` may start: `name` is RUNNING, or it is a
+    /// oneshot that has ended for good (EXITED or FATAL, whatever its exit status: a failed
+    /// provisioning must not keep Forge down; the failure shows in its state and log).
+    pub(crate) fn dependency_met(&self, name: &str) -> bool {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        slots
+            .iter()
+            .find(|s| s.name == name)
+            .is_some_and(|s| dependency_met(s.oneshot, s.state))
+    }
+
+    /// Whether `name` is a oneshot (false when there is no such program).
+    pub(crate) fn is_oneshot(&self, name: &str) -> bool {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        slots.iter().any(|s| s.name == name && s.oneshot)
+    }
+}
+
+/// See [`Board::dependency_met`].
+fn dependency_met(oneshot: bool, state: ProgramState) -> bool {
+    if oneshot {
+        matches!(state, ProgramState::Exited | ProgramState::Fatal)
+    } else {
+        state == ProgramState::Running
+    }
 }
 
 fn view(s: &Slot, now: Instant) -> ProgramView {
@@ -153,5 +187,23 @@ fn view(s: &Slot, now: Instant) -> ProgramView {
             .iter()
             .map(|l| l.to_string())
             .collect(),
+        oneshot: s.oneshot,
+        waiting_for: s.waiting_for.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_oneshot_satisfies_dependents_once_it_has_ended_for_good() {
+        use ProgramState::*;
+        for state in [Stopped, Starting, Running, Backoff, Stopping] {
+            assert!(!dependency_met(true, state), "{state}");
+        }
+        assert!(dependency_met(true, Exited) && dependency_met(true, Fatal));
+        assert!(dependency_met(false, Running));
+        assert!(!dependency_met(false, Exited) && !dependency_met(false, Fatal));
     }
 }

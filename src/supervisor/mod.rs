@@ -119,6 +119,8 @@ impl Supervisor {
                 last_exit: None,
                 pid: None,
                 output,
+                oneshot: p.oneshot,
+                waiting_for: Vec::new(),
             });
         }
         let board = Arc::new(Board::new(slots));

@@ -53,6 +53,8 @@ pub(crate) struct ProgramTask {
     output: Arc<ProgramOutput>,
     detail: String,
     pid: Option<u32>,
+    /// The dependencies a start is waiting for.
+    waiting_for: Vec<String>,
 }
 
 /// How a run (or the wait before it) ended, for the main loop.
@@ -90,6 +92,7 @@ impl ProgramTask {
             output,
             detail: String::new(),
             pid: None,
+            waiting_for: Vec::new(),
         }
     }
 
@@ -405,20 +408,24 @@ impl ProgramTask {
             GpuNeed::NotNeeded => None,
         };
         loop {
-            let missing: Vec<&str> = self
+            let missing: Vec<String> = self
                 .spec
                 .depends_on
                 .iter()
-                .map(String::as_str)
-                .filter(|d| board.state_of(d) != Some(ProgramState::Running))
+                .filter(|d| !board.dependency_met(d))
+                .cloned()
                 .collect();
             let gpu = board.gpu();
             let gpu_missing = gpu_deadline.is_some() && !gpu.is_present();
+            if missing != self.waiting_for {
+                self.waiting_for = missing.clone();
+                self.publish();
+            }
             if missing.is_empty() && !gpu_missing {
                 return Prerequisites::Met;
             }
             let detail = if !missing.is_empty() {
-                format!("waiting for {} to be RUNNING", missing.join(", "))
+                waiting_detail(&missing, |d| board.is_oneshot(d))
             } else {
                 format!("waiting for a GPU ({})", gpu.summary())
             };
@@ -442,8 +449,14 @@ impl ProgramTask {
                     Some(Request::Start(reply) | Request::Restart(reply)) => {
                         let _ = reply.send(format!("{}: starting ({})", self.spec.name, self.detail));
                     }
-                    Some(Request::Stop(reply)) => return Prerequisites::Stopped(reply),
-                    Some(Request::Shutdown { done, .. }) => return Prerequisites::ShutDown(done),
+                    Some(Request::Stop(reply)) => {
+                        self.waiting_for.clear();
+                        return Prerequisites::Stopped(reply);
+                    }
+                    Some(Request::Shutdown { done, .. }) => {
+                        self.waiting_for.clear();
+                        return Prerequisites::ShutDown(done);
+                    }
                     None => return Prerequisites::ShutDown(oneshot::channel().0),
                 },
             }
@@ -492,6 +505,7 @@ impl ProgramTask {
         let last_exit = self.life.last_exit().cloned();
         let pid = self.pid;
         let detail = self.detail.clone();
+        let waiting_for = self.waiting_for.clone();
         self.shared.board.update(&self.spec.name, |slot| {
             slot.state = state;
             slot.since = since;
@@ -500,8 +514,25 @@ impl ProgramTask {
             slot.last_exit = last_exit;
             slot.pid = pid;
             slot.detail = detail;
+            slot.waiting_for = waiting_for;
         });
     }
+}
+
+/// "waiting for a, b to be RUNNING and provisioning to finish".
+fn waiting_detail(missing: &[String], is_oneshot: impl Fn(&str) -> bool) -> String {
+    let (finish, run): (Vec<&str>, Vec<&str>) = missing
+        .iter()
+        .map(String::as_str)
+        .partition(|d| is_oneshot(d));
+    let mut parts = Vec::new();
+    if !run.is_empty() {
+        parts.push(format!("{} to be RUNNING", run.join(", ")));
+    }
+    if !finish.is_empty() {
+        parts.push(format!("{} to finish", finish.join(", ")));
+    }
+    format!("waiting for {}", parts.join(" and "))
 }
 
 /// `1.5s`, `250ms`, `60s`: a delay as people read it.
@@ -515,6 +546,25 @@ fn human_short(d: Duration) -> String {
         }
     } else {
         format!("{}s", d.as_secs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_detail_names_what_must_run_and_what_must_finish() {
+        let names = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let oneshot = |d: &str| d == "provisioning";
+        assert_eq!(
+            waiting_detail(&names(&["provisioning"]), oneshot),
+            "waiting for provisioning to finish"
+        );
+        assert_eq!(
+            waiting_detail(&names(&["a", "provisioning", "b"]), oneshot),
+            "waiting for a, b to be RUNNING and provisioning to finish"
+        );
     }
 }
 

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use super::board::ProgramView;
-use super::state::ProgramState;
+use super::state::{ExitReason, ProgramState};
 
 /// Exit code when some program that should run (autostart) is not RUNNING (supervisorctl's 3).
 pub const EXIT_NOT_ALL_RUNNING: u8 = 3;
@@ -70,12 +70,16 @@ pub fn format_status(programs: &[ProgramView]) -> String {
     out
 }
 
-/// 0 when every autostart program is RUNNING, [`EXIT_NOT_ALL_RUNNING`] otherwise.
+/// 0 when every autostart program is RUNNING (or is a oneshot that exited 0),
+/// [`EXIT_NOT_ALL_RUNNING`] otherwise.
 pub fn exit_code(programs: &[ProgramView]) -> u8 {
-    if programs
-        .iter()
-        .any(|p| p.autostart && p.state != ProgramState::Running)
-    {
+    let healthy = |p: &ProgramView| {
+        p.state == ProgramState::Running
+            || (p.oneshot
+                && p.state == ProgramState::Exited
+                && p.last_exit == Some(ExitReason::Exited { code: 0 }))
+    };
+    if programs.iter().any(|p| p.autostart && !healthy(p)) {
         EXIT_NOT_ALL_RUNNING
     } else {
         0
@@ -85,7 +89,6 @@ pub fn exit_code(programs: &[ProgramView]) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::state::ExitReason;
 
     fn view(name: &str, state: ProgramState, pid: Option<u32>, secs: u64) -> ProgramView {
         ProgramView {
@@ -99,6 +102,8 @@ mod tests {
             pid,
             autostart: true,
             recent_log_lines: Vec::new(),
+            oneshot: false,
+            waiting_for: Vec::new(),
         }
     }
 
@@ -144,5 +149,19 @@ mod tests {
         assert_eq!(exit_code(&[running.clone(), manual]), 0);
         let starting = view("c", ProgramState::Starting, Some(2), 1);
         assert_eq!(exit_code(&[running, starting]), EXIT_NOT_ALL_RUNNING);
+    }
+
+    #[test]
+    fn a_oneshot_that_exited_cleanly_is_healthy_and_a_failed_one_is_not() {
+        let mut done = view("provisioning", ProgramState::Exited, None, 1);
+        done.oneshot = true;
+        done.last_exit = Some(ExitReason::Exited { code: 0 });
+        assert_eq!(exit_code(&[done.clone()]), 0);
+        let mut failed = done.clone();
+        failed.last_exit = Some(ExitReason::Exited { code: 1 });
+        assert_eq!(exit_code(&[failed]), EXIT_NOT_ALL_RUNNING);
+        let mut not_oneshot = done;
+        not_oneshot.oneshot = false;
+        assert_eq!(exit_code(&[not_oneshot]), EXIT_NOT_ALL_RUNNING);
     }
 }
