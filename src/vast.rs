@@ -186,6 +186,31 @@ pub fn launch_mode(launch_script: Option<&str>) -> LaunchMode {
     }
 }
 
+/// Where Vast's own Jupyter answers in Jupyter launch mode (it holds port 8080; the public port
+/// is `VAST_TCP_PORT_8080` on `PUBLIC_IPADDR`), for the portal to link instead of a route.
+pub fn vast_jupyter_url(
+    mode: LaunchMode,
+    public_ip: Option<&str>,
+    public_port: Option<&str>,
+) -> Option<String> {
+    if mode != LaunchMode::Jupyter {
+        return None;
+    }
+    let ip = public_ip.map(str::trim).filter(|s| !s.is_empty())?;
+    let port: u16 = public_port?.trim().parse().ok()?;
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    Some(format!("https://{host}:{port}/"))
+}
+
+/// The launch mode of this container, from `/.launch`.
+pub fn current_launch_mode() -> LaunchMode {
+    launch_mode(std::fs::read_to_string("/.launch").ok().as_deref())
+}
+
 /// This gateway's `PORTAL_CONFIG` entry: behind Vast's Caddy the gateway listens on the internal
 /// port, by convention the external one plus 10000 (`localhost:8000:18000:/:Forge`).
 pub fn own_entry(listen_port: u16, name: &str) -> PortalEntry {
@@ -219,7 +244,10 @@ mod tests {
         assert_eq!(entries[1].internal_port, 18000);
         assert!(entries[1].is_proxied());
         assert!(!entries[2].is_proxied());
-        assert_eq!(entries[1].to_string(), "localhost:8000:18000:/:Forge: WebUI");
+        assert_eq!(
+            entries[1].to_string(),
+            "localhost:8000:18000:/:Forge: WebUI"
+        );
     }
 
     #[test]
@@ -230,9 +258,15 @@ mod tests {
         assert_eq!(entries.len(), 1);
         assert_eq!(problems.len(), 3);
         assert_eq!(problems[0].entry, "localhost:abc:18000:/:Bad");
-        assert!(problems[0].why.contains("\"abc\" is not a port"), "{}", problems[0]);
+        assert!(
+            problems[0].why.contains("\"abc\" is not a port"),
+            "{}",
+            problems[0]
+        );
         assert!(problems[1].why.contains("has 2 fields"), "{}", problems[1]);
-        assert!(problems[2].to_string().starts_with("portal entry \"localhost:0:1:/:Zero\""));
+        assert!(problems[2]
+            .to_string()
+            .starts_with("portal entry \"localhost:0:1:/:Zero\""));
     }
 
     #[test]
@@ -282,8 +316,33 @@ mod tests {
     }
 
     #[test]
+    fn vast_jupyter_is_linked_only_in_jupyter_mode_with_its_public_port() {
+        let j = LaunchMode::Jupyter;
+        assert_eq!(
+            vast_jupyter_url(j, Some("203.0.113.7"), Some("41234")).as_deref(),
+            Some("https://203.0.113.7:41234/")
+        );
+        assert_eq!(
+            vast_jupyter_url(j, Some("2001:db8::1"), Some("41234")).as_deref(),
+            Some("https://[2001:db8::1]:41234/")
+        );
+        assert_eq!(
+            vast_jupyter_url(LaunchMode::Ssh, Some("203.0.113.7"), Some("1")),
+            None
+        );
+        assert_eq!(vast_jupyter_url(j, None, Some("41234")), None);
+        assert_eq!(vast_jupyter_url(j, Some("203.0.113.7"), Some("x")), None);
+    }
+
+    #[test]
     fn own_entry_follows_the_plus_10000_convention() {
-        assert_eq!(own_entry(18000, "Forge").to_string(), "localhost:8000:18000:/:Forge");
-        assert_eq!(own_entry(8000, "Forge").to_string(), "localhost:8000:8000:/:Forge");
+        assert_eq!(
+            own_entry(18000, "Forge").to_string(),
+            "localhost:8000:18000:/:Forge"
+        );
+        assert_eq!(
+            own_entry(8000, "Forge").to_string(),
+            "localhost:8000:8000:/:Forge"
+        );
     }
 }

@@ -1401,3 +1401,79 @@ async fn no_credential_cookie_or_token_appears_in_any_log_line() {
         }
     }
 }
+
+/// Starts `vastgate serve` on `config` with `USERNAME`/`PASSWORD`; waits until it answers.
+async fn serve_as(
+    config: &std::path::Path,
+    addr: std::net::SocketAddr,
+    user: &str,
+    password: &str,
+) -> std::process::Child {
+    let child = std::process::Command::new(vastgate_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("USERNAME", user)
+        .env("PASSWORD", password)
+        .env_remove("OPEN_BUTTON_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn vastgate serve");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok()
+            && get(addr, "/healthz", &[]).await.status == StatusCode::OK
+        {
+            return child;
+        }
+        assert!(Instant::now() < deadline, "the gateway did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_username_removes_the_old_login_at_the_next_start() {
+    let (app, _seen) = echo_upstream("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let config = dir.path().join("proxy.toml");
+    let text = config_text(
+        addr,
+        &format!("{BASIC}\nenv_credentials = true"),
+        &[route("/", app.addr, "")],
+    )
+    .replace("auth = \"none\"\n", "");
+    std::fs::write(&config, text).unwrap();
+    std::fs::write(
+        dir.path().join("htpasswd"),
+        line("carol", "carol-pw", 4) + "\n",
+    )
+    .unwrap();
+
+    let mut first = serve_as(&config, addr, "alice", "alice-pw").await;
+    assert_eq!(
+        get_as(addr, "/x", "alice", "alice-pw").await.status,
+        StatusCode::OK
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let mut second = serve_as(&config, addr, "bob", "bob-pw").await;
+    assert_eq!(
+        get_as(addr, "/x", "bob", "bob-pw").await.status,
+        StatusCode::OK
+    );
+    assert_challenged(
+        &get_as(addr, "/x", "alice", "alice-pw").await,
+        "the old USERNAME",
+    );
+    assert_eq!(
+        get_as(addr, "/x", "carol", "carol-pw").await.status,
+        StatusCode::OK,
+        "a user of the file was lost"
+    );
+    let file = std::fs::read_to_string(dir.path().join("htpasswd")).unwrap();
+    assert!(!file.lines().any(|l| l.starts_with("alice:")), "{file}");
+    second.kill().unwrap();
+    second.wait().unwrap();
+}

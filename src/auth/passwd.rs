@@ -82,6 +82,29 @@ pub fn htpasswd_line(user: &str, password: &str, cost: u32) -> Result<String, Pa
 ///
 /// When the entry already is bcrypt at `cost` and matches `password`, the file is left alone (no
 /// new mtime, no reload): the result says whether the file was written.
+/// Removes `user`'s entries from the htpasswd file at `path`, atomically, keeping every other
+/// line. Returns whether the file was written (false: no such user, or no file).
+pub fn remove_user_file(path: &Path, user: &str) -> io::Result<bool> {
+    let path = resolve_symlink(path)?;
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(err) => return Err(err),
+    };
+    if !text.lines().any(|line| line_user(line) == Some(user)) {
+        return Ok(false);
+    }
+    let newline = if text.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines().filter(|line| line_user(line) != Some(user)) {
+        out.push_str(line);
+        out.push_str(newline);
+    }
+    let metadata = fs::metadata(&path)?;
+    write_atomically(&path, out.as_bytes(), Some(&metadata))?;
+    Ok(true)
+}
+
 pub fn upsert_user_file(path: &Path, user: &str, password: &str, cost: u32) -> io::Result<bool> {
     check_user(user)?;
     let path = resolve_symlink(path)?;
@@ -215,6 +238,17 @@ fn write_atomically(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn remove_user_keeps_every_other_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        fs::write(&path, "# users\nalice:{SHA}x\nbob:{SHA}y\nalice:{SHA}z\n").unwrap();
+        assert!(remove_user_file(&path, "alice").unwrap());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "# users\nbob:{SHA}y\n");
+        assert!(!remove_user_file(&path, "alice").unwrap());
+        assert!(!remove_user_file(&dir.path().join("absent"), "bob").unwrap());
+    }
+
     use super::*;
     use crate::auth::htpasswd;
 

@@ -16,8 +16,8 @@ use http::{Response, StatusCode};
 use super::pages::{self, Audience, Problem};
 use super::Body;
 use crate::auth::{
-    is_browser_navigation, strip_token_query, upsert_user_file, AuthSettings, Authenticator,
-    VastToken, Verdict, DEFAULT_BCRYPT_COST,
+    is_browser_navigation, remove_user_file, strip_token_query, upsert_user_file, AuthSettings,
+    Authenticator, VastToken, Verdict, DEFAULT_BCRYPT_COST,
 };
 use crate::config::{AuthMode, Config, Route};
 
@@ -109,14 +109,12 @@ impl Gatekeeper {
                 if let Some((user, password)) = &env_user {
                     default_password = password == DEFAULT_PASSWORD;
                     if previous_path != Some(&path) {
-                        upsert_user_file(&path, user, password, DEFAULT_BCRYPT_COST).map_err(
-                            |e| {
-                                format!(
-                                    "{}: cannot write the USERNAME/PASSWORD entry: {e}",
-                                    path.display()
-                                )
-                            },
-                        )?;
+                        apply_env_user(&path, user, password).map_err(|e| {
+                            format!(
+                                "{}: cannot write the USERNAME/PASSWORD entry: {e}",
+                                path.display()
+                            )
+                        })?;
                     }
                 }
                 let reusable = previous
@@ -313,6 +311,27 @@ impl Gatekeeper {
             headers.insert(X_FORWARDED_USER, v);
         }
     }
+}
+
+/// Writes the environment's user into the htpasswd file and, when `USERNAME` changed since the
+/// last start, removes the user it named before: renaming the login must not leave the old one
+/// working. The name last written is kept beside the file (`<file>.env-user`).
+fn apply_env_user(path: &std::path::Path, user: &str, password: &str) -> std::io::Result<()> {
+    let mut marker = path.as_os_str().to_owned();
+    marker.push(".env-user");
+    let marker = PathBuf::from(marker);
+    if let Ok(before) = std::fs::read_to_string(&marker) {
+        let before = before.trim();
+        if !before.is_empty() && before != user && remove_user_file(path, before)? {
+            tracing::info!(
+                old = before,
+                new = user,
+                "USERNAME changed; the old login is removed"
+            );
+        }
+    }
+    upsert_user_file(path, user, password, DEFAULT_BCRYPT_COST)?;
+    std::fs::write(&marker, format!("{user}\n"))
 }
 
 /// Drops `X-Forwarded-User` and its spellings with `_` or `.` (some servers map them all to the

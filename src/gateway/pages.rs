@@ -122,7 +122,7 @@ pub fn problem_with(audience: Audience, p: Problem<'_>, extra: &Extra) -> Respon
     resp
 }
 
-const DEFAULT_PASSWORD_WARNING: &str =
+pub const DEFAULT_PASSWORD_WARNING: &str =
     "This box still uses the default login admin/admin: set PASSWORD in its environment and restart.";
 
 fn html_page(p: &Problem<'_>, default_password: bool, extra_html: &str) -> String {

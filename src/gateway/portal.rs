@@ -7,6 +7,7 @@ use http::{Response, StatusCode};
 
 use super::pages::{self, escape, Audience, Problem};
 use super::{programs, Body, Gateway, Snapshot};
+use crate::vast;
 
 /// The prefix of the gateway's own pages; always behind authentication.
 pub const PREFIX: &str = "/_vastgate/";
@@ -46,11 +47,20 @@ fn portal(gateway: &Gateway, snapshot: &Snapshot, audience: Audience) -> Respons
             prefix = escape(&r.prefix),
         );
     }
+    if let Some(url) = jupyter_link() {
+        let _ = write!(
+            items,
+            "<li><a href=\"{href}\">Jupyter</a> <code>Vast's own, log in with its token</code></li>",
+            href = escape(&url),
+        );
+    }
     let banner = if audience.default_password {
-        "<p class=\"warn\">This box still uses the default login admin/admin: set PASSWORD in its \
-         environment and restart.</p>"
+        format!(
+            "<p class=\"warn\">{}</p>",
+            escape(pages::DEFAULT_PASSWORD_WARNING)
+        )
     } else {
-        ""
+        String::new()
     };
     let programs = gateway
         .board
@@ -66,6 +76,16 @@ fn portal(gateway: &Gateway, snapshot: &Snapshot, audience: Audience) -> Respons
          </style></head><body>{banner}<h1>Apps on this box</h1><ul>{items}</ul>{programs}</body></html>\n"
     );
     pages::full(StatusCode::OK, "text/html; charset=utf-8", page)
+}
+
+/// In Vast's Jupyter launch mode Vast runs Jupyter itself (on 8080); the portal links it.
+fn jupyter_link() -> Option<String> {
+    let env = |name: &str| std::env::var(name).ok();
+    vast::vast_jupyter_url(
+        vast::current_launch_mode(),
+        env("PUBLIC_IPADDR").as_deref(),
+        env("VAST_TCP_PORT_8080").as_deref(),
+    )
 }
 
 fn metrics(gateway: &Gateway, snapshot: &Snapshot) -> Response<Body> {
