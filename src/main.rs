@@ -165,15 +165,9 @@ fn main() -> ExitCode {
 fn up(flag: Option<PathBuf>) -> ExitCode {
     init_tracing();
     let path = config::resolve_path(flag.as_deref());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let outcome = runtime.block_on(vastgate::up::up(&path));
     // Log pumps of orphaned output may still hold the runtime; do not wait for them.
@@ -409,18 +403,23 @@ fn passwd(user: &str, cost: u32, file: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// The async runtime of the long-running commands.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 fn serve(flag: Option<PathBuf>) -> ExitCode {
     init_tracing();
     let path = config::resolve_path(flag.as_deref());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(vastgate::gateway::serve(&path, CancellationToken::new())) {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use http::{Response, StatusCode};
 
+use super::metrics::label;
 use super::pages::{self, escape, Audience, Extra, Problem};
 use super::Body;
 use crate::config::Route;
@@ -163,11 +164,4 @@ pub fn metrics(board: &Board, out: &mut String) {
             p.restarts
         );
     }
-}
-
-/// Escapes a Prometheus label value.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
