@@ -105,8 +105,12 @@ fn describe(view: &ProgramView) -> String {
     if !view.detail.is_empty() {
         let _ = write!(s, " ({})", view.detail);
     }
-    if view.restarts > 0 {
-        let _ = write!(s, "; restarted {} times", view.restarts);
+    match view.restarts {
+        0 => {}
+        1 => s.push_str("; restarted once"),
+        n => {
+            let _ = write!(s, "; restarted {n} times");
+        }
     }
     if let Some(exit) = &view.last_exit {
         let _ = write!(s, "; last exit: {exit}");
@@ -137,7 +141,7 @@ pub fn portal_table(board: &Board) -> String {
         );
     }
     format!(
-        "<h2>Programs</h2><table><tr><th>name</th><th>state</th><th></th><th>restarts</th></tr>{rows}</table>\
+        "<h2>Programs</h2><table><tr><th>name</th><th>state</th><th>status</th><th>restarts</th></tr>{rows}</table>\
          <p>{gpu}</p>",
         gpu = escape(&board.gpu().summary())
     )

@@ -95,7 +95,7 @@ impl Board {
         }
     }
 
-    /// Every program, in configuration order.
+    /// Every program, sorted by name (as `supervisorctl status` lists them).
     pub fn programs(&self) -> Vec<ProgramView> {
         let now = Instant::now();
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
