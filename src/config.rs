@@ -360,6 +360,16 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub supervisor: SupervisorConfig,
     pub programs: Vec<Program>,
+    pub vast: VastConfig,
+}
+
+/// `[vast]`: taking the place of Vast's own Caddy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VastConfig {
+    /// Serve every `PORTAL_CONFIG` entry the way Vast's Caddy does (`VASTGATE_PORTAL=true` too).
+    pub portal: bool,
+    /// The address the portal listeners bind (their ports come from the entries).
+    pub portal_bind: IpAddr,
 }
 
 impl Config {
@@ -374,6 +384,9 @@ impl Config {
         let enable_https = std::env::var("ENABLE_HTTPS").ok();
         if is_true(enable_https.as_deref()) && config.gateway.tls.is_none() {
             config.gateway.tls = Some(TlsConfig::default());
+        }
+        if is_true(std::env::var("VASTGATE_PORTAL").ok().as_deref()) {
+            config.vast.portal = true;
         }
         Ok(config)
     }
@@ -446,6 +459,16 @@ struct RawFile {
     supervisor: RawSupervisor,
     #[serde(default, rename = "program")]
     programs: BTreeMap<String, RawProgram>,
+    #[serde(default)]
+    vast: RawVast,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawVast {
+    #[serde(default)]
+    portal: bool,
+    portal_bind: Option<Sp<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -692,12 +715,28 @@ impl RawFile {
             routes.push(r.validate(&programs)?);
         }
 
+        let portal_bind = match &self.vast.portal_bind {
+            None => IpAddr::from([0, 0, 0, 0]),
+            Some(s) => s.get_ref().parse().map_err(|_| {
+                invalid(
+                    s,
+                    format!(
+                        "portal_bind \"{}\" is not an IP address: expected e.g. \"0.0.0.0\" or \"::\"",
+                        s.get_ref()
+                    ),
+                )
+            })?,
+        };
         Ok(Config {
             path: PathBuf::new(), // set by `Config::parse`
             gateway,
             routes,
             supervisor,
             programs,
+            vast: VastConfig {
+                portal: self.vast.portal,
+                portal_bind,
+            },
         })
     }
 }

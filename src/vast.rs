@@ -186,6 +186,42 @@ pub fn launch_mode(launch_script: Option<&str>) -> LaunchMode {
     }
 }
 
+/// The entries vastgate serves in place of Vast's Caddy: those Caddy would serve (the ports differ
+/// and `VAST_TCP_PORT_<external>` is set), except port 8080 in Jupyter launch mode (Vast's own
+/// Jupyter holds it) and `own_port` (the gateway's main listener).
+pub fn entries_to_serve<'a>(
+    entries: &'a [PortalEntry],
+    mode: LaunchMode,
+    own_port: u16,
+    published: impl Fn(u16) -> bool,
+) -> Vec<&'a PortalEntry> {
+    entries
+        .iter()
+        .filter(|e| e.is_proxied() && published(e.external_port))
+        .filter(|e| !(mode == LaunchMode::Jupyter && e.external_port == 8080))
+        .filter(|e| e.external_port != own_port)
+        .collect()
+}
+
+/// Whether the listener on `external_port` asks for credentials: `ENABLE_AUTH=false` turns auth
+/// off everywhere, `AUTH_EXCLUDE` (comma-separated external ports) for some.
+pub fn portal_auth_required(
+    external_port: u16,
+    enable_auth: Option<&str>,
+    auth_exclude: Option<&str>,
+) -> bool {
+    let disabled = enable_auth.is_some_and(|v| {
+        ["false", "0", "no", "off"]
+            .iter()
+            .any(|f| v.trim().eq_ignore_ascii_case(f))
+    });
+    let excluded = auth_exclude.is_some_and(|list| {
+        list.split(',')
+            .any(|p| p.trim().parse::<u16>() == Ok(external_port))
+    });
+    !disabled && !excluded
+}
+
 /// Where Vast's own Jupyter answers in Jupyter launch mode (it holds port 8080; the public port
 /// is `VAST_TCP_PORT_8080` on `PUBLIC_IPADDR`), for the portal to link instead of a route.
 pub fn vast_jupyter_url(
@@ -332,6 +368,31 @@ mod tests {
         );
         assert_eq!(vast_jupyter_url(j, None, Some("41234")), None);
         assert_eq!(vast_jupyter_url(j, Some("203.0.113.7"), Some("x")), None);
+    }
+
+    #[test]
+    fn served_entries_are_those_caddy_would_serve() {
+        let (entries, _) = parse_portal_config(
+            "localhost:1111:11111:/:Portal|localhost:8080:18080:/:Jupyter|localhost:7860:7860:/:Direct|\
+             localhost:8000:18000:/:Self|localhost:9000:19000:/:Unpublished",
+        );
+        let published = |p: u16| p != 9000;
+        let names = |mode| -> Vec<String> {
+            entries_to_serve(&entries, mode, 8000, published)
+                .iter()
+                .map(|e| e.name.clone())
+                .collect()
+        };
+        assert_eq!(names(LaunchMode::Entrypoint), ["Portal", "Jupyter"]);
+        assert_eq!(names(LaunchMode::Jupyter), ["Portal"]);
+    }
+
+    #[test]
+    fn portal_auth_follows_enable_auth_and_auth_exclude() {
+        assert!(portal_auth_required(1111, None, None));
+        assert!(!portal_auth_required(1111, Some("false"), None));
+        assert!(portal_auth_required(1111, Some("true"), Some("7860, 8188")));
+        assert!(!portal_auth_required(8188, None, Some("7860, 8188")));
     }
 
     #[test]

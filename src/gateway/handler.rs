@@ -19,7 +19,7 @@ use super::headers::{self, Hop, UpgradeRequest, X_REQUEST_ID};
 use super::pages::{self, Audience, Problem};
 use super::path::canonicalize;
 use super::router::{is_public, RouteMatch};
-use super::{portal, programs};
+use super::{portal, programs, vast_portal};
 use super::{Body, Gateway, Snapshot};
 use crate::config::Route;
 
@@ -108,6 +108,9 @@ impl Gateway {
 
         if path == "/healthz" {
             return pages::healthz();
+        }
+        if path == vast_portal::RESOLVER && snapshot.config.vast.portal {
+            return pages::portal_resolver();
         }
 
         let gateway = &snapshot.config.gateway;

@@ -19,6 +19,7 @@ pub mod router;
 pub mod server;
 pub mod tls;
 pub mod tunnel;
+pub mod vast_portal;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -183,6 +183,17 @@ pub fn redirect(location: &str) -> Response<Body> {
     resp
 }
 
+/// `/portal-resolver` in Vast's portal mode: public, and readable from any origin (Vast's portal
+/// page polls it to see that the instance answers).
+pub fn portal_resolver() -> Response<Body> {
+    let mut resp = full(StatusCode::OK, "application/json", "{\"status\":\"ok\"}\n");
+    resp.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    resp
+}
+
 /// `GET /healthz`: the gateway itself is up.
 pub fn healthz() -> Response<Body> {
     full(StatusCode::OK, "application/json", "{\"status\":\"ok\"}\n")

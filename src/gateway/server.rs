@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use super::access_log::{AccessLogger, RequestIds};
 use super::forward::UpstreamClient;
 use super::handler::ConnInfo;
-use super::{pages, tls};
+use super::{pages, tls, vast_portal};
 use super::{Gateway, Snapshot};
 use crate::config::{Config, ConfigError};
 use crate::supervisor::Board;
@@ -146,10 +146,21 @@ pub async fn serve_with(path: &Path, options: ServeOptions) -> Result<(), ServeE
     );
 
     let graceful = GracefulShutdown::new();
+    let stop_accepting = CancellationToken::new();
+    let mut portals = Vec::new();
+    if gateway.snapshot.load().config.vast.portal {
+        for portal in vast_portal::open(&gateway).await {
+            portals.push(tokio::spawn(accept_loop(
+                portal,
+                tls.clone(),
+                stop_accepting.clone(),
+            )));
+        }
+    }
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => serve_connection(&gateway, &graceful, tls.as_ref(), stream, peer),
+                Ok((stream, peer)) => serve_connection(&gateway, graceful.watcher(), tls.as_ref(), stream, peer),
                 Err(e) => accept_failed(e).await,
             },
             _ = hangup.recv() => reload(&gateway, path).await,
@@ -160,12 +171,16 @@ pub async fn serve_with(path: &Path, options: ServeOptions) -> Result<(), ServeE
     }
 
     drop(listener);
+    stop_accepting.cancel();
     let grace = gateway.snapshot.load().config.gateway.shutdown_grace;
     tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
     gateway.streams_stop.cancel();
     gateway.tunnels.close();
     let drained = tokio::time::timeout(grace, async {
         graceful.shutdown().await;
+        for portal in portals {
+            let _ = portal.await;
+        }
         gateway.tunnels.wait().await;
     })
     .await;
@@ -182,16 +197,37 @@ struct Tls {
     handshake_timeout: Duration,
 }
 
+/// Accepts on a portal entry's listener until the gateway stops, then lets its connections
+/// finish like the main listener's.
+async fn accept_loop(
+    portal: vast_portal::PortalListener,
+    tls: Option<Tls>,
+    stop: CancellationToken,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = portal.listener.accept() => match accepted {
+                Ok((stream, peer)) => serve_connection(&portal.gateway, graceful.watcher(), tls.as_ref(), stream, peer),
+                Err(e) => accept_failed(e).await,
+            },
+            () = stop.cancelled() => break,
+        }
+    }
+    drop(portal.listener);
+    graceful.shutdown().await;
+    tracing::debug!(name = %portal.name, "portal listener closed");
+}
+
 fn serve_connection(
     gateway: &Arc<Gateway>,
-    graceful: &GracefulShutdown,
+    watcher: Watcher,
     tls: Option<&Tls>,
     stream: TcpStream,
     peer: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
     let header_timeout = gateway.snapshot.load().config.gateway.header_timeout;
-    let watcher = graceful.watcher();
     let stop = gateway.streams_stop.clone();
     let gateway = gateway.clone();
     let tls = tls.cloned();
