@@ -360,7 +360,10 @@ fn portal_config(flag: Option<PathBuf>, name: &str) -> ExitCode {
     let path = config::resolve_path(flag.as_deref());
     match Config::load(&path) {
         Ok(c) => {
-            println!("{}", vastgate::vast::own_entry(c.gateway.listen.port(), name));
+            println!(
+                "{}",
+                vastgate::vast::own_entry(c.gateway.listen.port(), name)
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
