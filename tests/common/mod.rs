@@ -97,6 +97,13 @@ pub fn tls_table(cert: &Path, key: &Path, extra: &str) -> String {
 pub struct Lines(Arc<Mutex<Vec<String>>>);
 
 impl Lines {
+    /// Collects the lines of `stream` (another child's stdout or stderr) as they are written.
+    pub fn follow(stream: impl std::io::Read + Send + 'static) -> Lines {
+        let lines = Lines::default();
+        lines.collect(stream);
+        lines
+    }
+
     fn collect(&self, stream: impl std::io::Read + Send + 'static) {
         let lines = self.0.clone();
         std::thread::spawn(move || {
