@@ -153,10 +153,20 @@ fn entry_from(
     if name.trim().is_empty() {
         return Err("the name is empty".into());
     }
+    let (external_port, internal_port) = (
+        port("external port", external)?,
+        port("internal port", internal)?,
+    );
+    if u32::from(external_port) == u32::from(internal_port) + 10_000 {
+        return Err(format!(
+            "the ports look swapped: external {external_port}, internal {internal_port}; the \
+             convention is internal = external + 10000 (e.g. localhost:{internal_port}:{external_port}:...)"
+        ));
+    }
     Ok(PortalEntry {
         hostname: hostname.trim().to_string(),
-        external_port: port("external port", external)?,
-        internal_port: port("internal port", internal)?,
+        external_port,
+        internal_port,
         open_path: if open_path.is_empty() {
             "/".into()
         } else {
@@ -283,6 +293,51 @@ mod tests {
         assert_eq!(
             entries[1].to_string(),
             "localhost:8000:18000:/:Forge: WebUI"
+        );
+    }
+
+    #[test]
+    fn vasts_default_portal_config_parses() {
+        let default = "localhost:1111:11111:/:Instance Portal|localhost:8080:18080:/:Jupyter|\
+                       localhost:8080:8080:/terminals/1:Jupyter Terminal|localhost:8384:18384:/:Syncthing|\
+                       localhost:6006:16006:/:Tensorboard";
+        let (entries, problems) = parse_portal_config(default);
+        assert!(problems.is_empty(), "{problems:?}");
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Instance Portal",
+                "Jupyter",
+                "Jupyter Terminal",
+                "Syncthing",
+                "Tensorboard"
+            ]
+        );
+        assert_eq!(entries[2].open_path, "/terminals/1");
+        assert!(
+            !entries[2].is_proxied(),
+            "a link to Jupyter's own port, not proxied"
+        );
+        let proxied: Vec<u16> = entries
+            .iter()
+            .filter(|e| e.is_proxied())
+            .map(|e| e.external_port)
+            .collect();
+        assert_eq!(proxied, [1111, 8080, 8384, 6006]);
+    }
+
+    #[test]
+    fn swapped_port_columns_are_refused_with_the_fix() {
+        let (entries, problems) =
+            parse_portal_config("localhost:17860:7860:/:My App|localhost:7860:17860:/:Right");
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].name, "Right");
+        assert!(problems[0].why.contains("look swapped"), "{}", problems[0]);
+        assert!(
+            problems[0].why.contains("localhost:7860:17860:"),
+            "{}",
+            problems[0]
         );
     }
 

@@ -163,3 +163,75 @@ async fn a_portal_entry_whose_app_is_down_gets_the_refreshing_page() {
     );
     drop(gw);
 }
+
+/// Behind Vast's Caddy: `auth = "upstream"` believes a trusted proxy's check (no second login)
+/// and its X-Forwarded-*, and refuses everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_upstream_trusts_only_the_proxy_in_front() {
+    let (app, seen) = echo_upstream("app").await;
+    let trusted = Gateway::start_with(&Setup::new(
+        "auth = \"upstream\"\ntrusted_proxies = [\"127.0.0.1/32\"]",
+        &[route("/", app.addr, "")],
+    ))
+    .await;
+    let reply = get(
+        trusted.addr,
+        "/x",
+        &[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-for", "198.51.100.4"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "no second login behind the trusted proxy"
+    );
+    let last = seen.last();
+    assert_eq!(last.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(last.header("x-real-ip"), Some("198.51.100.4"));
+
+    let untrusted = Gateway::start_with(&Setup::new(
+        "auth = \"upstream\"\ntrusted_proxies = [\"10.0.0.0/8\"]",
+        &[route("/", app.addr, "")],
+    ))
+    .await;
+    let before = seen.len();
+    let reply = get(untrusted.addr, "/x", &[("x-forwarded-proto", "https")]).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::FORBIDDEN,
+        "a peer that is not the proxy"
+    );
+    assert_eq!(seen.len(), before, "nothing reached the app");
+    let reply = get(untrusted.addr, "/healthz", &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "public paths stay public");
+}
+
+#[test]
+fn portal_config_prints_this_gateways_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        "[gateway]\nlisten = \"127.0.0.1:18000\"\nauth = \"upstream\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(vastgate_bin())
+        .args(["portal-config", "--name", "Forge: UI", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run vastgate portal-config");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "localhost:8000:18000:/:Forge: UI\n"
+    );
+    // What it prints parses back to the same entry, so a template can append it as is.
+    let (entries, problems) =
+        vastgate::vast::parse_portal_config(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(problems.is_empty());
+    assert_eq!(entries[0].internal_port, 18000);
+    assert_eq!(entries[0].name, "Forge: UI");
+}
