@@ -1,12 +1,20 @@
-//! Micro-benchmarks of the per-request hot path: canonical path + route, and header rewriting.
-//! Run: `cargo bench --bench hot_path`.
+//! Micro-benchmarks of the per-request hot path: canonical path + route, header rewriting, an
+//! auth cache hit, and one password verification per htpasswd scheme (what a cache miss costs).
+//! Run: `cargo bench --bench hot_path` (a few minutes; the non-bcrypt hashes come from Apache's
+//! `htpasswd`, and are skipped with a note when it is not installed).
 
 use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use http::{HeaderMap, HeaderValue};
 
+use vastgate::auth::{htpasswd_line, AuthSettings, Authenticator, StoredHash, UserTable, Verdict};
 use vastgate::config::Config;
 use vastgate::gateway::headers::{remove_hop_by_hop, set_forwarded, Hop};
 use vastgate::gateway::path::canonicalize;
@@ -79,5 +87,96 @@ fn header_rewrite(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, canonical_path_and_route, header_rewrite);
+const USER: &str = "bench";
+const PASSWORD: &str = "correct horse battery staple";
+
+/// The hash field of `htpasswd -nb FLAGS USER PASSWORD`, or `None` when `htpasswd` is missing.
+fn apache_hash(flags: &str) -> Option<StoredHash> {
+    let out = Command::new("htpasswd")
+        .args([flags, USER, PASSWORD])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())?;
+    let line = String::from_utf8(out.stdout).ok()?;
+    let (_, hash) = line.trim().split_once(':')?;
+    Some(StoredHash::parse(hash, false).expect("htpasswd writes hashes vastgate reads"))
+}
+
+fn bcrypt_10() -> StoredHash {
+    let line = htpasswd_line(USER, PASSWORD, 10).expect("a valid user and cost");
+    let (_, hash) = line.split_once(':').expect("user:hash");
+    StoredHash::parse(hash, false).expect("vastgate reads its own bcrypt")
+}
+
+/// A request with credentials that were verified before: what every request of a logged-in user
+/// costs. Includes a current-thread runtime's `block_on` (a cache hit never waits).
+fn auth_cache_hit(c: &mut Criterion) {
+    let auth = Authenticator::new(
+        AuthSettings::default(),
+        UserTable::from_entries([(USER.to_owned(), bcrypt_10())]),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let header = HeaderValue::try_from(format!(
+        "Basic {}",
+        STANDARD.encode(format!("{USER}:{PASSWORD}"))
+    ))
+    .expect("base64 is a valid header value");
+    let client = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let first = runtime.block_on(auth.check_basic(Some(&header), client));
+    assert!(matches!(first, Verdict::Granted { .. }), "{first:?}");
+    let hashes = auth.hash_count();
+    c.bench_function("auth cache hit (check_basic, bcrypt-10 entry)", |b| {
+        b.iter(|| {
+            let verdict = runtime.block_on(auth.check_basic(Some(black_box(&header)), client));
+            black_box(matches!(verdict, Verdict::Granted { .. }))
+        })
+    });
+    assert_eq!(auth.hash_count(), hashes, "a cache hit must not hash");
+}
+
+/// `StoredHash::verify` with the correct password, per scheme Apache's `htpasswd` writes.
+fn verify_per_scheme(c: &mut Criterion) {
+    let mut group = c.benchmark_group("verify");
+    // bcrypt-10 takes tens of milliseconds: a few flat samples are enough.
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
+    let bcrypt = bcrypt_10();
+    assert!(bcrypt.verify(PASSWORD.as_bytes()));
+    group.bench_function("bcrypt cost 10", |b| {
+        b.iter(|| black_box(bcrypt.verify(black_box(PASSWORD.as_bytes()))))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("verify");
+    for (name, flags) in [
+        ("apr1 (htpasswd -m)", "-nbm"),
+        ("SHA-1 (htpasswd -s)", "-nbs"),
+        ("SHA-256 crypt, 5000 rounds (htpasswd -2)", "-nb2"),
+        ("SHA-512 crypt, 5000 rounds (htpasswd -5)", "-nb5"),
+    ] {
+        let Some(hash) = apache_hash(flags) else {
+            eprintln!("verify/{name}: skipped, Apache's htpasswd is not installed");
+            continue;
+        };
+        assert!(hash.verify(PASSWORD.as_bytes()), "{name}");
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(hash.verify(black_box(PASSWORD.as_bytes()))))
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    // Short runs: the whole file finishes in a few minutes on a small machine.
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = canonical_path_and_route, header_rewrite, auth_cache_hit, verify_per_scheme
+}
 criterion_main!(benches);
