@@ -48,9 +48,10 @@ enum Command {
         #[arg(long)]
         file: Option<PathBuf>,
     },
-    /// Print this gateway's PORTAL_CONFIG entry (`localhost:8000:18000:/:NAME`), for a Vast.ai
-    /// template that puts the gateway behind Vast's own Caddy: the gateway listens on the
-    /// internal port, by convention the external one plus 10000.
+    /// Print this gateway's PORTAL_CONFIG entry (`localhost:8000:18000:/:NAME`).
+    ///
+    /// For a Vast.ai template that puts the gateway behind Vast's own Caddy: the gateway listens
+    /// on the internal port, by convention the external one plus 10000.
     PortalConfig {
         /// The name the Vast portal shows.
         #[arg(long, default_value = "vastgate")]
