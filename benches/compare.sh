@@ -92,8 +92,10 @@ fi
 WORK=$(mktemp -d -t vastgate-compare.XXXXXX)
 chmod 755 "$WORK" # nginx workers run as nobody and read the htpasswd files per request
 PIDS=()
+SAMPLER=
 cleanup() {
     local pid
+    [[ -n $SAMPLER ]] && kill "$SAMPLER" 2>/dev/null
     for pid in "${PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
@@ -302,7 +304,7 @@ rss_sampler() { # rss_sampler PID OUT: the highest RSS seen, rewritten every 0.2
     while :; do
         r=$(rss_kib "$1")
         ((r > max)) && max=$r
-        echo "$max" >"$2"
+        echo "$max" >"$2" || return
         sleep 0.2
     done
 }
@@ -347,17 +349,18 @@ verify() { # verify NAME: 401 without credentials and 200 with them (200 both wa
 
 # run_wrk NAME CONNECTIONS ROUND -> appends a line to $WORK/results.tsv
 run_wrk() {
-    local name=$1 conns=$2 round=$3 threads=2 out cpu0 cpu1 sampler rss rps reqs p50 p99 non2xx errors
+    local name=$1 conns=$2 round=$3 threads=2 out cpu0 cpu1 rss rps reqs p50 p99 non2xx errors
     ((conns < threads)) && threads=$conns
     out=$WORK/wrk-$name-c$conns-r$round.txt
     wait_idle "${T_PID[$name]}"
     cpu0=$(cpu_ticks "${T_PID[$name]}")
     rss_sampler "${T_PID[$name]}" "$WORK/rss.$name" &
-    sampler=$!
+    SAMPLER=$!
     "${LOAD[@]}" wrk -t "$threads" -c "$conns" -d "${DURATION}s" --timeout 10s --latency \
         -H "Authorization: $AUTHORIZATION" "http://127.0.0.1:${T_PORT[$name]}/" >"$out" 2>&1 || true
-    kill "$sampler" 2>/dev/null || true
-    wait "$sampler" 2>/dev/null || true
+    kill "$SAMPLER" 2>/dev/null || true
+    wait "$SAMPLER" 2>/dev/null || true
+    SAMPLER=
     cpu1=$(cpu_ticks "${T_PID[$name]}")
     rss=$(cat "$WORK/rss.$name")
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
