@@ -47,7 +47,12 @@ impl Gateway {
             .filter(|v| !v.is_empty() && v.len() <= 128)
             .map_or_else(|| self.ids.next(), str::to_owned);
         let mut record = Record {
-            time: rfc3339(SystemTime::now()),
+            // Formatting the time costs on every request; only a written line needs it.
+            time: if self.log.enabled() {
+                rfc3339(SystemTime::now())
+            } else {
+                String::new()
+            },
             client: headers::client_addr(req.headers(), conn.peer.ip(), trusted),
             method: req.method().clone(),
             path: String::new(),
