@@ -1,12 +1,14 @@
 //! Interoperability with Apache's own `htpasswd` (Debian's apache2-utils): every format it
 //! writes is accepted, and what vastgate writes is accepted by it.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::process::Command;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use common::apache_htpasswd;
 use http::HeaderValue;
 use vastgate::auth::{
     htpasswd_line, load_file, upsert_user_file, AuthSettings, Authenticator, ProblemKind, Scheme,
@@ -16,30 +18,11 @@ use vastgate::auth::{
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const PASSWORD: &str = "p@ss:wörd 1";
 
-/// Runs `htpasswd` with `args`. `None` (after a loud message) when the binary is missing outside
-/// CI; in CI (which installs apache2-utils) a missing binary fails the test.
-fn htpasswd(args: &[&str]) -> Option<std::process::Output> {
-    match Command::new("htpasswd").args(args).output() {
-        Ok(out) => Some(out),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "htpasswd is not installed (apt-get install apache2-utils); CI must have it"
-            );
-            eprintln!(
-                "!!!! SKIPPED: `htpasswd` not found; install apache2-utils to run this test !!!!"
-            );
-            None
-        }
-        Err(err) => panic!("cannot run htpasswd: {err}"),
-    }
-}
-
 /// One line from `htpasswd -nb… user password`.
 fn apache_line(flags: &[&str], user: &str, password: &str) -> Option<String> {
     let mut args = flags.to_vec();
     args.extend([user, password]);
-    let out = htpasswd(&args)?;
+    let out = apache_htpasswd(&args)?;
     assert!(
         out.status.success(),
         "htpasswd {args:?}: {}",
@@ -65,7 +48,7 @@ fn granted(user: &str) -> Verdict {
 
 /// `htpasswd -vb FILE user password` succeeded.
 fn apache_verifies(file: &Path, user: &str, password: &str) -> Option<bool> {
-    let out = htpasswd(&["-vb", file.to_str().unwrap(), user, password])?;
+    let out = apache_htpasswd(&["-vb", file.to_str().unwrap(), user, password])?;
     Some(out.status.success())
 }
 
