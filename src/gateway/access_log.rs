@@ -30,6 +30,9 @@ const WRITE_TICK: std::time::Duration = std::time::Duration::from_millis(50);
 pub struct AccessLogger {
     tx: Option<SyncSender<String>>,
     dropped: AtomicU64,
+    /// Lines handed to the writer, and lines it has written out (for [`AccessLogger::flush`]).
+    sent: AtomicU64,
+    written: Arc<AtomicU64>,
 }
 
 impl AccessLogger {
@@ -40,6 +43,8 @@ impl AccessLogger {
                 return Ok(Arc::new(AccessLogger {
                     tx: None,
                     dropped: AtomicU64::new(0),
+                    sent: AtomicU64::new(0),
+                    written: Arc::default(),
                 }))
             }
             AccessLog::Stdout => Box::new(std::io::stdout()),
@@ -51,6 +56,8 @@ impl AccessLogger {
             ),
         };
         let (tx, rx) = sync_channel::<String>(QUEUE);
+        let written = Arc::new(AtomicU64::new(0));
+        let written_by_writer = written.clone();
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
@@ -59,10 +66,12 @@ impl AccessLogger {
                 let mut out = std::io::BufWriter::with_capacity(64 * 1024, sink);
                 loop {
                     let mut open = true;
+                    let mut lines = 0;
                     loop {
                         match rx.try_recv() {
                             Ok(line) => {
                                 let _ = out.write_all(line.as_bytes());
+                                lines += 1;
                             }
                             Err(TryRecvError::Empty) => break,
                             Err(TryRecvError::Disconnected) => {
@@ -72,6 +81,7 @@ impl AccessLogger {
                         }
                     }
                     let _ = out.flush();
+                    written_by_writer.fetch_add(lines, Ordering::Release);
                     if !open {
                         break;
                     }
@@ -81,6 +91,8 @@ impl AccessLogger {
         Ok(Arc::new(AccessLogger {
             tx: Some(tx),
             dropped: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            written,
         }))
     }
 
@@ -94,8 +106,25 @@ impl AccessLogger {
             return;
         };
         line.push('\n');
-        if let Err(TrySendError::Full(_)) = tx.try_send(line) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        match tx.try_send(line) {
+            Ok(()) => {
+                self.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Waits (at most `limit`) until every line sent so far is written out: at shutdown, so the
+    /// last requests' lines are not lost with the process.
+    pub async fn flush(&self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.written.load(Ordering::Acquire) < self.sent.load(Ordering::Relaxed)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
 

@@ -187,6 +187,7 @@ pub async fn serve_with(path: &Path, options: ServeOptions) -> Result<(), ServeE
     if drained.is_err() {
         tracing::warn!("in-flight requests still running after the grace period; closing them");
     }
+    gateway.log.flush(Duration::from_secs(1)).await;
     Ok(())
 }
 
