@@ -114,8 +114,9 @@ fn entry_config(main: &Config, entry: &PortalEntry, auth: bool) -> Result<Config
     let mut config = main.clone();
     config.gateway.listen = SocketAddr::new(main.vast.portal_bind, entry.external_port);
     config.gateway.public = PUBLIC.iter().map(|p| p.to_string()).collect();
-    // The main listener wrote the environment's user already.
-    config.gateway.env_credentials = false;
+    // `env_credentials` stays as the main listener has it: built on the main snapshot, the entry's
+    // gatekeeper does not write the environment's user again, and still knows whether it is the
+    // default password.
     if !auth {
         config.gateway.auth = AuthMode::None;
     }
