@@ -149,6 +149,8 @@ pub struct GatewayConfig {
     pub failure_window: Duration,
     /// TLS (and HTTP/2) on the same port, when `[gateway.tls]` is present or `ENABLE_HTTPS=true`.
     pub tls: Option<TlsConfig>,
+    /// Threads serving connections; 0: one per CPU the process may use.
+    pub workers: usize,
 }
 
 /// `[gateway.tls]`: where the certificate lives. Vast's own names are the defaults.
@@ -494,6 +496,7 @@ struct RawGateway {
     failure_limit: Option<Sp<u32>>,
     failure_window: Option<Sp<String>>,
     tls: Option<RawTls>,
+    workers: Option<Sp<usize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -687,6 +690,16 @@ impl RawFile {
                 },
                 failure_window: duration_or(&g.failure_window, Duration::from_secs(60))?,
                 tls: g.tls.map(|t| t.validate(base)).transpose()?,
+                workers: match &g.workers {
+                    None => 0,
+                    Some(n) if *n.get_ref() <= 1024 => *n.get_ref(),
+                    Some(n) => {
+                        return Err(invalid(
+                            n,
+                            "workers must be at most 1024 (0, the default, means one per CPU)",
+                        ))
+                    }
+                },
             };
 
         let supervisor = self.supervisor.validate(base)?;
@@ -1315,6 +1328,20 @@ mod tests {
                 .unwrap_err();
         assert!(err.contains(":4:11: "), "{err}");
         assert!(err.contains("no [program.forge] section"), "{err}");
+    }
+
+    #[test]
+    fn workers_default_to_one_per_cpu_and_are_bounded() {
+        assert_eq!(parse("[gateway]\n").unwrap().gateway.workers, 0);
+        assert_eq!(
+            parse("[gateway]\nworkers = 3\n").unwrap().gateway.workers,
+            3
+        );
+        let err = parse("[gateway]\nworkers = 5000\n").unwrap_err();
+        assert!(err.starts_with("/etc/vastgate/proxy.toml:2:11: "), "{err}");
+        assert!(err.contains("workers must be at most 1024"), "{err}");
+        let err = parse("[gateway]\nworkers = -1\n").unwrap_err();
+        assert!(err.contains(":2:11: "), "{err}");
     }
 
     #[test]

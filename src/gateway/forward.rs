@@ -8,52 +8,49 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::compress::{self, Compressed, Encoding};
 use super::headers::{self, Hop, X_FORWARDED_PREFIX, X_REQUEST_ID};
+use super::pool::{Connections, PoolError, PooledBody, RequestBody};
 use super::{Body, BoxError};
 use crate::config::{GatewayConfig, Route};
 
 /// The pooled HTTP/1.1 client toward every upstream.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpConnector, Incoming>,
+    connections: Connections,
 }
 
 impl UpstreamClient {
     pub fn new(config: &GatewayConfig) -> UpstreamClient {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(64)
-            .build(connector);
-        UpstreamClient { client }
+        UpstreamClient {
+            connections: Connections {
+                connect_timeout: config.connect_timeout,
+                idle_timeout: config.pool_idle_timeout,
+            },
+        }
     }
 
-    /// Sends `req`, waiting at most `timeout` for the response headers.
+    /// Sends `req` (prepared by [`prepare`]) to `upstream`, waiting at most `timeout` for the
+    /// response headers.
     pub async fn send(
         &self,
-        req: Request<Incoming>,
+        upstream: &Authority,
+        req: Request<RequestBody>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        match tokio::time::timeout(timeout, self.connections.send(upstream, req)).await {
             Err(_) => Err(UpstreamError::Timeout),
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Unreachable(describe(&e))),
-            Ok(Err(e)) if client_body_failed(&e) => Err(UpstreamError::ClientBody(describe(&e))),
-            Ok(Err(e)) => Err(UpstreamError::Failed(describe(&e))),
+            Ok(Err(PoolError::Connect(e))) => Err(UpstreamError::Unreachable(describe(&e))),
+            Ok(Err(PoolError::Exchange(e))) if client_body_failed(&e) => {
+                Err(UpstreamError::ClientBody(describe(&e)))
+            }
+            Ok(Err(PoolError::Exchange(e))) => Err(UpstreamError::Failed(describe(&e))),
             Ok(Ok(resp)) => Ok(resp),
         }
     }
@@ -108,29 +105,30 @@ pub struct Outgoing<'a> {
     pub websocket: bool,
 }
 
-/// Turns the client's request head into the upstream's, in place: absolute URI for the pool,
-/// HTTP/1.1, Host as the client sent it, forwarding headers, no hop-by-hop headers.
+/// Turns the client's request head into the upstream's, in place: origin-form URI, HTTP/1.1,
+/// Host as the client sent it (the upstream's address if it sent none), forwarding headers, no
+/// hop-by-hop headers.
 pub fn prepare(parts: &mut http::request::Parts, out: &Outgoing<'_>) -> Result<(), StatusCode> {
     let path_and_query = match out.query {
         Some(q) => PathAndQuery::try_from(format!("{}?{}", out.path, q)),
         None => PathAndQuery::try_from(out.path),
     }
     .map_err(|_| StatusCode::BAD_REQUEST)?;
-    parts.uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(out.route.upstream.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| StatusCode::BAD_REQUEST)?;
+    parts.uri = Uri::from(path_and_query);
     parts.version = Version::HTTP_11;
 
     let h = &mut parts.headers;
     headers::remove_hop_by_hop(h);
     // HTTP/2 has no Host header: rebuild it from `:authority`, or the client library would put
     // the upstream's own address there and Gradio would hand the browser unreachable URLs.
-    if let Some(host) = out.hop.host {
-        h.insert(header::HOST, host.clone());
-    }
+    match out.hop.host {
+        Some(host) => h.insert(header::HOST, host.clone()),
+        None => h.insert(
+            header::HOST,
+            HeaderValue::from_str(out.route.upstream.as_str())
+                .map_err(|_| StatusCode::BAD_GATEWAY)?,
+        ),
+    };
     headers::set_forwarded(h, &out.hop);
     if out.route.strip_prefix {
         let prefix = out.route.prefix.trim_end_matches('/');
@@ -171,7 +169,7 @@ pub struct Shaping<'a> {
 }
 
 /// Turns the upstream's (non-101) response into the client's.
-pub fn shape(resp: Response<Incoming>, how: &Shaping<'_>) -> Response<Body> {
+pub fn shape(resp: Response<PooledBody>, how: &Shaping<'_>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     let event_stream = is_event_stream(&parts.headers);
@@ -210,7 +208,7 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
 
 /// The 101 answer to the client, carrying the upstream's handshake headers
 /// (`Sec-WebSocket-Accept`, `-Protocol`, `-Extensions`) and the upgrade pair put back.
-pub fn switching_protocols(upstream: &Response<Incoming>) -> Response<Body> {
+pub fn switching_protocols<B>(upstream: &Response<B>) -> Response<Body> {
     let mut resp = super::pages::empty(StatusCode::SWITCHING_PROTOCOLS);
     let h = resp.headers_mut();
     for (name, value) in upstream.headers() {
@@ -336,7 +334,7 @@ mod tests {
             websocket: false,
         };
         prepare(&mut p, &out).unwrap();
-        assert_eq!(p.uri, "http://127.0.0.1:8082/api/x?a=1");
+        assert_eq!(p.uri, "/api/x?a=1");
         assert_eq!(p.headers["host"], "box.example:8000");
         assert_eq!(p.headers["x-forwarded-host"], "box.example:8000");
         assert_eq!(p.headers["x-forwarded-prefix"], "/logs");

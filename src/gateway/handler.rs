@@ -18,6 +18,7 @@ use super::gatekeeper::{Admission, Knock};
 use super::headers::{self, Hop, UpgradeRequest, X_REQUEST_ID};
 use super::pages::{self, Audience, Problem};
 use super::path::canonicalize;
+use super::pool::RequestBody;
 use super::router::{is_public, RouteMatch};
 use super::{portal, programs, vast_portal};
 use super::{Body, Gateway, Snapshot};
@@ -265,7 +266,11 @@ impl Gateway {
 
         let upstream_resp = match self
             .upstreams
-            .send(Request::from_parts(parts, body), route.response_timeout)
+            .send(
+                &route.upstream,
+                Request::from_parts(parts, RequestBody::from_client(body)),
+                route.response_timeout,
+            )
             .await
         {
             Ok(resp) => resp,

@@ -13,6 +13,7 @@ pub mod headers;
 pub mod metrics;
 pub mod pages;
 pub mod path;
+pub mod pool;
 pub mod portal;
 pub mod programs;
 pub mod router;
@@ -20,6 +21,7 @@ pub mod server;
 pub mod tls;
 pub mod tunnel;
 pub mod vast_portal;
+pub mod workers;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use super::access_log::{AccessLogger, RequestIds};
 use super::forward::UpstreamClient;
 use super::handler::ConnInfo;
+use super::workers::Workers;
 use super::{pages, tls, vast_portal};
 use super::{Gateway, Snapshot};
 use crate::config::{Config, ConfigError};
@@ -49,6 +50,8 @@ pub enum ServeError {
     Tls(String),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot start the worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// How the gateway runs.
@@ -83,6 +86,7 @@ pub async fn serve_with(path: &Path, options: ServeOptions) -> Result<(), ServeE
     let listen = config.gateway.listen;
     let access_log = config.gateway.access_log.clone();
     let tls_config = config.gateway.tls.clone();
+    let workers = Arc::new(Workers::start(config.gateway.workers).map_err(ServeError::Workers)?);
     let upstreams = UpstreamClient::new(&config.gateway);
     let snapshot = tokio::task::spawn_blocking(move || Snapshot::build(config, None))
         .await
@@ -141,6 +145,7 @@ pub async fn serve_with(path: &Path, options: ServeOptions) -> Result<(), ServeE
     tracing::info!(
         listen = ?local,
         tls = tls.is_some(),
+        workers = workers.len(),
         config = %path.display(),
         "gateway listening"
     );
@@ -152,6 +157,7 @@ pub async fn serve_with(path: &Path, options: ServeOptions) -> Result<(), ServeE
         for portal in vast_portal::open(&gateway).await {
             portals.push(tokio::spawn(accept_loop(
                 portal,
+                workers.clone(),
                 tls.clone(),
                 stop_accepting.clone(),
             )));
@@ -160,7 +166,7 @@ pub async fn serve_with(path: &Path, options: ServeOptions) -> Result<(), ServeE
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => serve_connection(&gateway, graceful.watcher(), tls.as_ref(), stream, peer),
+                Ok((stream, peer)) => serve_connection(&gateway, &workers, graceful.watcher(), tls.as_ref(), stream, peer),
                 Err(e) => accept_failed(e).await,
             },
             _ = hangup.recv() => reload(&gateway, path).await,
@@ -202,6 +208,7 @@ struct Tls {
 /// finish like the main listener's.
 async fn accept_loop(
     portal: vast_portal::PortalListener,
+    workers: Arc<Workers>,
     tls: Option<Tls>,
     stop: CancellationToken,
 ) {
@@ -209,7 +216,7 @@ async fn accept_loop(
     loop {
         tokio::select! {
             accepted = portal.listener.accept() => match accepted {
-                Ok((stream, peer)) => serve_connection(&portal.gateway, graceful.watcher(), tls.as_ref(), stream, peer),
+                Ok((stream, peer)) => serve_connection(&portal.gateway, &workers, graceful.watcher(), tls.as_ref(), stream, peer),
                 Err(e) => accept_failed(e).await,
             },
             () = stop.cancelled() => break,
@@ -220,19 +227,36 @@ async fn accept_loop(
     tracing::debug!(name = %portal.name, "portal listener closed");
 }
 
+/// Hands an accepted connection to a worker, which serves it to the end.
 fn serve_connection(
     gateway: &Arc<Gateway>,
+    workers: &Workers,
     watcher: Watcher,
     tls: Option<&Tls>,
     stream: TcpStream,
     peer: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
+    // Off this runtime's reactor, onto the worker's (below).
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "cannot hand the connection to a worker");
+            return;
+        }
+    };
     let header_timeout = gateway.snapshot.load().config.gateway.header_timeout;
     let stop = gateway.streams_stop.clone();
     let gateway = gateway.clone();
     let tls = tls.cloned();
-    tokio::spawn(async move {
+    workers.spawn(async move {
+        let stream = match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot register the connection");
+                return;
+            }
+        };
         // hyper's header timeout starts only once the protocol is known, which takes a first
         // byte: without this, a client that connects and sends nothing holds a socket forever.
         // (`peek`, not `readable`: tokio reports a fresh socket readable before any byte came.)
