@@ -263,12 +263,23 @@ impl RequestIds {
         }
     }
 
+    /// 16 hex digits (more after 2^32 requests): the process's random prefix and a counter.
     pub fn next(&self) -> String {
-        format!(
-            "{:08x}{:08x}",
-            self.prefix,
-            self.next.fetch_add(1, Ordering::Relaxed)
-        )
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(8);
+        let mut id = String::with_capacity(8 + digits as usize);
+        push_hex(&mut id, u64::from(self.prefix), 8);
+        push_hex(&mut id, n, digits);
+        id
+    }
+}
+
+/// Appends the low `digits` hex digits of `value` (what `{:0digits$x}` writes, without the
+/// formatter).
+fn push_hex(out: &mut String, value: u64, digits: u32) {
+    for i in (0..digits).rev() {
+        let nibble = (value >> (4 * i)) & 0xf;
+        out.push(char::from(b"0123456789abcdef"[nibble as usize]));
     }
 }
 
@@ -282,6 +293,22 @@ impl Default for RequestIds {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn request_ids_are_what_the_formatter_would_write() {
+        let ids = RequestIds::new();
+        let first = ids.next();
+        assert_eq!(first, format!("{:08x}{:08x}", ids.prefix, 1));
+        ids.next.store(0xfff_ffff_ff, Ordering::Relaxed);
+        assert_eq!(
+            ids.next(),
+            format!("{:08x}{:08x}", ids.prefix, 0xfff_ffff_ffu64)
+        );
+        assert_eq!(
+            ids.next(),
+            format!("{:08x}{:08x}", ids.prefix, 0x1000_0000_00u64)
+        );
+    }
 
     #[test]
     fn rfc3339_formats_known_instants() {

@@ -123,7 +123,7 @@ impl Gateway {
         let matched = snapshot.router.lookup(&path);
         if let RouteMatch::Forward { route, .. } = &matched {
             record.route = Some(route.prefix.clone());
-            record.upstream = Some(route.upstream.to_string());
+            record.upstream = Some(route.upstream.as_str().to_owned());
         }
 
         let mut user = None;

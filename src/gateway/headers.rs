@@ -17,8 +17,8 @@ const HOP_BY_HOP: &[HeaderName] = &[
 ];
 
 /// `Keep-Alive` and the non-standard `Proxy-Connection` are hop-by-hop too.
-const KEEP_ALIVE: &str = "keep-alive";
-const PROXY_CONNECTION: &str = "proxy-connection";
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -29,21 +29,29 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    // Most messages carry none, or only `Connection: keep-alive`: one pass over the names, and
+    // removals only of what is there.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    let mut doomed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .map(str::trim)
+        // Named hop-by-hop headers go below anyway.
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("upgrade"))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
-    for name in named {
+    doomed.extend(headers.keys().filter(|n| is_hop_by_hop(n)).cloned());
+    for name in doomed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || *name == KEEP_ALIVE || *name == PROXY_CONNECTION
 }
 
 /// Whether a comma-separated header contains `token` (case-insensitive), e.g.
@@ -116,18 +124,27 @@ pub fn client_addr(headers: &HeaderMap, peer: IpAddr, trusted: bool) -> IpAddr {
 /// Sets X-Forwarded-For/Proto/Host and X-Real-IP for the upstream. From an untrusted peer every
 /// incoming value is replaced; from a trusted one, For is appended to and Proto/Host pass through.
 pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
-    let peer = hop.peer.to_string();
+    let peer = ip_value(hop.peer);
     let previous_for = hop
         .trusted
         .then(|| join_values(headers, &X_FORWARDED_FOR))
         .flatten();
-    let xff = match previous_for {
-        Some(prev) => format!("{prev}, {peer}"),
-        None => peer,
+    let real_ip = client_addr(headers, hop.peer, hop.trusted);
+    let real_ip = if real_ip == hop.peer {
+        peer.clone()
+    } else {
+        ip_value(real_ip)
     };
-    let real_ip = client_addr(headers, hop.peer, hop.trusted).to_string();
-    insert_str(headers, X_FORWARDED_FOR, &xff);
-    insert_str(headers, X_REAL_IP, &real_ip);
+    match previous_for {
+        Some(prev) => {
+            let xff = format!("{prev}, {}", hop.peer);
+            insert_str(headers, X_FORWARDED_FOR, &xff);
+        }
+        None => {
+            headers.insert(X_FORWARDED_FOR, peer);
+        }
+    }
+    headers.insert(X_REAL_IP, real_ip);
 
     let keep_proto = hop.trusted && headers.contains_key(&X_FORWARDED_PROTO);
     if !keep_proto {
@@ -144,6 +161,33 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
             }
         }
     }
+}
+
+/// An address as a header value; IPv4 written by hand (the formatter costs more than the rest
+/// of the header rewrite).
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static(""));
+    };
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    HeaderValue::from_bytes(&text[..len]).unwrap_or(HeaderValue::from_static(""))
 }
 
 fn join_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
@@ -223,6 +267,46 @@ mod tests {
     }
 
     #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        // The fast path (no hop-by-hop header at all) must not miss any of them.
+        for name in [
+            "connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "proxy-authenticate",
+            "keep-alive",
+            "proxy-connection",
+        ] {
+            let mut h = map(&[("accept", "*/*"), (name, "x"), ("x-kept", "1")]);
+            remove_hop_by_hop(&mut h);
+            assert!(!h.contains_key(name), "{name} kept");
+            assert_eq!(h.len(), 2, "{name}: {h:?}");
+        }
+        let mut h = map(&[("accept", "*/*"), ("x-kept", "1")]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn addresses_become_header_values() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "100.9.99.101",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let addr: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_value(addr), ip);
+        }
+    }
+
+    #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {
         let mut h = map(&[
             ("connection", "keep-alive, X-Secret-Hop"),
@@ -239,8 +323,9 @@ mod tests {
             ("cookie", "a=b"),
         ]);
         remove_hop_by_hop(&mut h);
-        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, vec!["x-kept", "cookie"]);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, vec!["cookie", "x-kept"]);
     }
 
     #[test]

@@ -1,21 +1,35 @@
 //! Counters for `/_vastgate/metrics`: requests by route and status, upstream errors, refused
-//! logins. Kept small and cheap: one short uncontended lock per request, no allocation once a
-//! route/status pair has been seen.
+//! logins. Kept small and cheap: one short lock per request on a shard of the thread's own (so
+//! worker threads do not contend), no allocation once a route/status pair has been seen.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use http::StatusCode;
 
 use super::forward::UpstreamError;
 
+/// Route prefix ("" for requests no route took) → status → count.
+type RequestCounts = HashMap<String, BTreeMap<u16, u64>>;
+
+/// Request counters are split this many ways, by thread.
+const SHARDS: usize = 16;
+
+/// The shard of the calling thread.
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
+
 /// The gateway's request counters.
 #[derive(Default)]
 pub struct Metrics {
-    /// Route prefix ("" for requests no route took) → status → count.
-    requests: Mutex<HashMap<String, BTreeMap<u16, u64>>>,
+    requests: [Mutex<RequestCounts>; SHARDS],
     upstream_unreachable: AtomicU64,
     upstream_failed: AtomicU64,
     upstream_timeout: AtomicU64,
@@ -26,7 +40,9 @@ pub struct Metrics {
 impl Metrics {
     pub fn count_request(&self, route: Option<&str>, status: u16) {
         let route = route.unwrap_or("");
-        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let mut requests = self.requests[shard()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         match requests.get_mut(route) {
             Some(by_status) => *by_status.entry(status).or_insert(0) += 1,
             None => {
@@ -57,15 +73,22 @@ impl Metrics {
              # TYPE vastgate_requests_total counter\n",
         );
         {
-            let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-            let mut routes: Vec<_> = requests.iter().collect();
-            routes.sort_by(|a, b| a.0.cmp(b.0));
-            for (route, by_status) in routes {
+            let mut requests: BTreeMap<String, BTreeMap<u16, u64>> = BTreeMap::new();
+            for shard in &self.requests {
+                let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+                for (route, by_status) in shard.iter() {
+                    let total = requests.entry(route.clone()).or_default();
+                    for (status, n) in by_status {
+                        *total.entry(*status).or_insert(0) += n;
+                    }
+                }
+            }
+            for (route, by_status) in requests {
                 for (status, n) in by_status {
                     let _ = writeln!(
                         out,
                         "vastgate_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                        label(route)
+                        label(&route)
                     );
                 }
             }

@@ -41,7 +41,8 @@ struct Idle {
 
 #[derive(Default)]
 struct Pool {
-    idle: HashMap<Authority, Vec<Idle>>,
+    /// By upstream address as written in the config (hashing an `Authority` goes byte by byte).
+    idle: HashMap<Box<str>, Vec<Idle>>,
     /// A sweeper task runs on this thread.
     sweeping: bool,
 }
@@ -116,7 +117,7 @@ impl Connections {
     /// An idle connection to `authority` that is still open and not expired, newest first.
     fn checkout(&self, authority: &Authority) -> Option<Sender> {
         POOL.with_borrow_mut(|pool| {
-            let list = pool.idle.get_mut(authority)?;
+            let list = pool.idle.get_mut(authority.as_str())?;
             while let Some(idle) = list.pop() {
                 if idle.sender.is_ready() && idle.since.elapsed() < self.idle_timeout {
                     return Some(idle.sender);
@@ -280,7 +281,10 @@ impl Checkin {
             idle_timeout,
         } = self;
         let start_sweeper = POOL.with_borrow_mut(|pool| {
-            let list = pool.idle.entry(authority).or_default();
+            let list = match pool.idle.get_mut(authority.as_str()) {
+                Some(list) => list,
+                None => pool.idle.entry(authority.as_str().into()).or_default(),
+            };
             if list.len() >= MAX_IDLE {
                 list.remove(0); // the oldest
             }
