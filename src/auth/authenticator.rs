@@ -184,10 +184,9 @@ impl Authenticator {
         }
         let table = self.table.load();
         let (stored, known) = match table.get(user) {
-            Some(hash) => (hash.clone(), true),
-            None => (table.dummy().clone(), false),
+            Some(hash) => (hash, true),
+            None => (table.dummy(), false),
         };
-        drop(table);
         let key = self.shared.keyer.key(user, password, stored.as_str());
 
         if known && self.shared.cache.contains(&key, Instant::now()) {
@@ -195,6 +194,9 @@ impl Authenticator {
                 user: user.to_owned(),
             };
         }
+        // Only a miss needs its own copy of the hash (the table may be swapped meanwhile).
+        let stored = stored.clone();
+        drop(table);
         if let Some(retry_after) = self.limiter.limited(client, Instant::now()) {
             return Verdict::Limited { retry_after };
         }
