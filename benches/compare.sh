@@ -2,9 +2,14 @@
 # vastgate side by side with nginx and Caddy, in one run on this machine (issue 7), and the
 # wrong-password flood (issue 3, W8).
 #
-#   benches/compare.sh              # everything: throughput/latency/memory rounds, then the flood
+#   benches/compare.sh              # everything, W1-W10: the two below, then h2, streams,
+#                                   # startup and compress (~12 minutes)
 #   benches/compare.sh throughput   # only W1-W4
 #   benches/compare.sh flood        # only W8
+#   benches/compare.sh h2           # HTTP/2 over TLS with h2load (benches/h2.sh)
+#   benches/compare.sh streams      # W5-W7: WebSockets, 2 GiB up/down, SSE (benches/streams.sh)
+#   benches/compare.sh startup      # W9: start-up to the first authenticated 200 (benches/startup.sh)
+#   benches/compare.sh compress     # W10: Forge page compression (benches/compress.sh)
 #
 # One fast upstream (nginx answering `return 200`, unpinned) stands behind every proxy. Each proxy
 # is pinned to the same core (`taskset -c $PROXY_CPU`, nginx `worker_processes 1`); wrk, the flood
@@ -37,12 +42,13 @@ UPSTREAM_BODY="hello from the upstream"
 
 case $MODE in
 all | throughput | flood) ;;
+h2 | streams | startup | compress) exec "$(dirname "${BASH_SOURCE[0]}")/$MODE.sh" ;;
 -h | --help)
     sed -n '2,/^$/s/^# \{0,1\}//p' "$0"
     exit 0
     ;;
 *)
-    echo "usage: $0 [all|throughput|flood]" >&2
+    echo "usage: $0 [all|throughput|flood|h2|streams|startup|compress]" >&2
     exit 2
     ;;
 esac
@@ -115,7 +121,8 @@ USED_PORTS=" "
 # Sets PORT to a free 127.0.0.1 port not handed out before in this run.
 free_port() {
     while :; do
-        PORT=$((20000 + RANDOM % 40000))
+        # Below the ephemeral range (32768-60999), where client sockets could take it.
+        PORT=$((20000 + RANDOM % 12000))
         [[ $USED_PORTS == *" $PORT "* ]] && continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
             USED_PORTS+="$PORT "
@@ -524,3 +531,14 @@ if [[ $MODE != throughput ]]; then
     ' "$WORK/flood.tsv" | tee "$WORK/flood.txt"
 fi
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+if [[ $MODE = all ]]; then
+    # The other workloads, each with its own processes: stop this run's first.
+    cleanup
+    trap - EXIT
+    for part in h2 streams startup compress; do
+        echo
+        echo "== benches/$part.sh"
+        "$ROOT/benches/$part.sh"
+    done
+fi

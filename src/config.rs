@@ -149,7 +149,7 @@ pub struct GatewayConfig {
     pub failure_window: Duration,
     /// TLS (and HTTP/2) on the same port, when `[gateway.tls]` is present or `ENABLE_HTTPS=true`.
     pub tls: Option<TlsConfig>,
-    /// Threads serving connections; 0: one per CPU the process may use.
+    /// Threads serving connections; 0: one per CPU the process may use, at most 8.
     pub workers: usize,
 }
 

@@ -407,9 +407,12 @@ fn passwd(user: &str, cost: u32, file: Option<PathBuf>) -> ExitCode {
     }
 }
 
-/// The async runtime of the long-running commands.
+/// The async runtime of the long-running commands: the supervisor, the accept loop, signals and
+/// reloads. Requests are served on the gateway's own worker threads, so two threads are plenty
+/// here whatever the number of CPUs.
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| {

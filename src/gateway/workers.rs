@@ -14,6 +14,10 @@ use std::thread;
 use tokio::runtime::{Builder, Handle};
 use tokio_util::sync::CancellationToken;
 
+/// The most workers `workers = 0` starts: a GPU box has many cores, and a front door for a few
+/// users needs few of them (8 serve well over 100,000 small requests per second).
+pub const AUTO_MAX: usize = 8;
+
 /// The worker threads; they stop when this is dropped (what they still run is dropped with
 /// them).
 pub struct Workers {
@@ -23,10 +27,11 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` workers, or one per CPU this process may use when `count` is 0.
+    /// Starts `count` workers; when `count` is 0, one per CPU this process may use, at most
+    /// [`AUTO_MAX`].
     pub fn start(count: usize) -> std::io::Result<Workers> {
         let count = match count {
-            0 => thread::available_parallelism().map_or(1, usize::from),
+            0 => thread::available_parallelism().map_or(1, usize::from).min(AUTO_MAX),
             n => n,
         };
         let stop = CancellationToken::new();
