@@ -5,14 +5,17 @@
 //! Three subcommands, run by `benches/compress.sh` (which starts the upstream and vastgate):
 //!
 //! - `memory`: a counting global allocator measures the heap of one stream of vastgate's own
-//!   `gateway::compress::Compressed` body (brotli and gzip) while it compresses the largest asset,
-//!   fed in upstream-sized chunks each flushed as the gateway does: the peak, and what it keeps
-//!   between chunks; and the CPU it spends per MB over the whole corpus. `--explore` adds other encoder settings (same chunking
-//!   and flushing, the `brotli`/`flate2` crates directly) to see what a change would buy.
+//!   `gateway::compress::Compressed` body (gzip, at the shipped level and at levels 1-6) while
+//!   it compresses the largest asset, fed in upstream-sized chunks each flushed as the gateway
+//!   does: the peak, and what it keeps between chunks; the bytes and the CPU over the whole
+//!   corpus; and the heap of the compressor each thread keeps for all its streams. `--explore`
+//!   adds other encoder settings (same chunking and flushing, the `flate2` crate directly) to see
+//!   what a change would buy.
 //! - `page`: a page load over one keep-alive HTTP/1.1 connection, every asset fetched in turn,
 //!   straight from the upstream (its own gzip, then identity) and through vastgate (with the
 //!   browser's `gzip, deflate, br`, then `gzip` alone). Counts body bytes and bytes on the wire
-//!   (headers and chunk framing included), decodes every body and checks it against the file.
+//!   (headers and chunk framing included), decodes every body (gzip: exactly one member) and
+//!   checks it against the file.
 //! - `hold`: N downloads of one asset through the proxy, each stalled after the response headers
 //!   (a 4 KiB receive buffer, then no reads), so every stream sits mid-compression; reads the
 //!   proxy's RSS before and while they are held, then drains them.
@@ -39,7 +42,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
-use vastgate::gateway::compress::{Compressed, Encoding};
+use vastgate::gateway::compress::{Compressed, GZIP_LEVEL};
 use vastgate::gateway::BoxError;
 
 // ---------------------------------------------------------------------------------------------
@@ -319,20 +322,16 @@ fn kib(bytes: usize) -> f64 {
 // memory
 // ---------------------------------------------------------------------------------------------
 
-/// Streams `data` through vastgate's `Compressed` in `chunk`-sized frames; returns the bytes it
-/// produced.
-fn vastgate_stream(
-    rt: &tokio::runtime::Runtime,
-    data: &Bytes,
-    chunk: usize,
-    enc: Encoding,
-) -> usize {
+/// Streams `data` through vastgate's `Compressed` (gzip at `level`) in `chunk`-sized frames;
+/// returns the bytes it produced.
+fn vastgate_stream(rt: &tokio::runtime::Runtime, data: &Bytes, chunk: usize, level: u32) -> usize {
     // Slices of `data`, made as they are polled: nothing allocated per chunk on the input side.
     let data = data.clone();
     let frames = (0..data.len()).step_by(chunk).map(move |at| {
         Ok::<_, BoxError>(Frame::data(data.slice(at..(at + chunk).min(data.len()))))
     });
-    let mut body = Compressed::new(StreamBody::new(futures_util::stream::iter(frames)), enc);
+    let mut body =
+        Compressed::with_level(StreamBody::new(futures_util::stream::iter(frames)), level);
     rt.block_on(async {
         let mut out = 0;
         while let Some(frame) = body.frame().await {
@@ -350,91 +349,46 @@ fn vastgate_stream(
 /// flush, take what came out.
 #[derive(Clone, Copy)]
 enum Setting {
-    Brotli {
-        quality: u32,
-        lgwin: u32,
-    },
-    Gzip {
-        level: u32,
-    },
-    /// Each chunk deflated by a compressor of its own (as if borrowed from a per-thread pool and
-    /// reset), ending in a sync flush: nothing but a CRC held between chunks, no match across
-    /// them. `primed`: the compressor is first fed the stream's last 32 KiB (output discarded),
-    /// so matches reach back as in one stream; the stream then holds that 32 KiB.
-    GzipPerChunk {
-        level: u32,
-        primed: bool,
-    },
-}
-
-/// Deflates `piece` with a sync flush; returns the output size.
-fn deflate_sync(c: &mut flate2::Compress, piece: &[u8], out: &mut Vec<u8>) -> usize {
-    out.clear();
-    out.reserve(piece.len() + piece.len() / 2 + 1024);
-    let before = c.total_in();
-    c.compress_vec(piece, out, flate2::FlushCompress::Sync)
-        .expect("compression");
-    assert_eq!((c.total_in() - before) as usize, piece.len(), "room enough");
-    out.len()
+    /// One gzip encoder for the whole stream, flushed after every chunk: the gateway's design
+    /// before issue 7's W10 (it held the encoder, some 300 KiB, between chunks).
+    Gzip { level: u32 },
+    /// Each chunk deflated by a fresh compressor with no window: nothing but a CRC held between
+    /// chunks, and no match across them (what the gateway's 32 KiB window buys).
+    GzipPerChunk { level: u32 },
 }
 
 impl Setting {
     fn label(self) -> String {
         match self {
-            Setting::Brotli { quality, lgwin } => format!("br q{quality} lgwin {lgwin}"),
-            Setting::Gzip { level } => format!("gzip level {level}"),
-            Setting::GzipPerChunk { level, primed } => format!(
-                "gzip {level}, per chunk{}",
-                if primed { ", primed" } else { "" }
-            ),
+            Setting::Gzip { level } => format!("gzip-{level}, one encoder"),
+            Setting::GzipPerChunk { level } => format!("gzip-{level}, per chunk, no window"),
         }
     }
 
     fn stream(self, data: &[u8], chunk: usize) -> usize {
-        fn drive<W: Write>(
-            w: &mut W,
-            out: impl Fn(&mut W) -> &mut Vec<u8>,
-            data: &[u8],
-            chunk: usize,
-        ) -> usize {
-            let mut produced = 0;
-            for piece in data.chunks(chunk) {
-                w.write_all(piece).expect("compression");
-                w.flush().expect("compression");
-                produced += std::mem::take(out(w)).len();
-                note_held();
-            }
-            produced
-        }
         match self {
-            Setting::Brotli { quality, lgwin } => {
-                let mut w = brotli::CompressorWriter::new(Vec::new(), 4096, quality, lgwin);
-                let n = drive(&mut w, |w| w.get_mut(), data, chunk);
-                n + w.into_inner().len()
-            }
             Setting::Gzip { level } => {
                 let mut w =
                     flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
-                let n = drive(&mut w, |w| w.get_mut(), data, chunk);
-                n + w.finish().expect("compression").len()
+                let mut produced = 0;
+                for piece in data.chunks(chunk) {
+                    w.write_all(piece).expect("compression");
+                    w.flush().expect("compression");
+                    produced += std::mem::take(w.get_mut()).len();
+                    note_held();
+                }
+                produced + w.finish().expect("compression").len()
             }
-            Setting::GzipPerChunk { level, primed } => {
-                const WINDOW: usize = 32 * 1024;
+            Setting::GzipPerChunk { level } => {
                 // Header 10, the final empty block 2, CRC-32 and length 8.
                 let mut produced = 10 + 2 + 8;
-                let mut history: Vec<u8> = Vec::new();
-                for (i, piece) in data.chunks(chunk).enumerate() {
+                for piece in data.chunks(chunk) {
                     let mut c = flate2::Compress::new(flate2::Compression::new(level), false);
-                    let mut out = Vec::new();
-                    if primed && i > 0 {
-                        deflate_sync(&mut c, &history, &mut out);
-                    }
-                    produced += deflate_sync(&mut c, piece, &mut out);
-                    if primed {
-                        let from = (i * chunk + piece.len()).saturating_sub(WINDOW);
-                        history.clear();
-                        history.extend_from_slice(&data[from..i * chunk + piece.len()]);
-                    }
+                    let mut out = Vec::with_capacity(piece.len() + piece.len() / 8 + 1024);
+                    c.compress_vec(piece, &mut out, flate2::FlushCompress::Sync)
+                        .expect("compression");
+                    assert_eq!(c.total_in() as usize, piece.len(), "room enough");
+                    produced += out.len();
                     drop((c, out));
                     note_held();
                 }
@@ -442,6 +396,21 @@ impl Setting {
             }
         }
     }
+}
+
+/// The heap one new thread keeps after compressing one stream: the compressor (and its output
+/// buffer) the thread lends to all its streams, one chunk at a time.
+fn thread_compressor(data: &Bytes, chunk: usize, level: u32) -> (usize, usize) {
+    let data = data.clone();
+    std::thread::spawn(move || {
+        let rt = runtime();
+        let base = CURRENT.load(Ordering::Relaxed);
+        let (peak, _) = peak_during(|| vastgate_stream(&rt, &data, chunk, level));
+        let kept = CURRENT.load(Ordering::Relaxed).saturating_sub(base);
+        (peak, kept)
+    })
+    .join()
+    .expect("the measuring thread")
 }
 
 fn memory(dir: &Path, chunk: usize, explore: bool) -> Result<(), BoxError> {
@@ -452,7 +421,7 @@ fn memory(dir: &Path, chunk: usize, explore: bool) -> Result<(), BoxError> {
         .max_by_key(|a| a.data.len())
         .expect("corpus() returns assets");
     // The reference: each asset gzipped whole at level 9 (Starlette's GZipMiddleware default;
-    // flate2's miniz_oxide rather than Python's zlib, so a percent or so off `page`'s figure).
+    // flate2's zlib-rs rather than Python's zlib, so a percent or so off `page`'s figure).
     let gzip9: usize = assets
         .iter()
         .map(|a| {
@@ -462,7 +431,7 @@ fn memory(dir: &Path, chunk: usize, explore: bool) -> Result<(), BoxError> {
         })
         .sum();
     println!(
-        "corpus: {} files, {:.0} KiB ({}); each gzipped whole at level 9 (miniz_oxide): {:.0} KiB",
+        "corpus: {} files, {:.0} KiB ({}); each gzipped whole at level 9 (zlib-rs): {:.0} KiB",
         assets.len(),
         kib(total),
         dir.display(),
@@ -491,70 +460,40 @@ fn memory(dir: &Path, chunk: usize, explore: bool) -> Result<(), BoxError> {
             total as f64 / 1e6 / cpu
         );
     };
-    for (label, enc) in [
-        ("vastgate br (compress.rs)", Encoding::Brotli),
-        ("vastgate gzip (compress.rs)", Encoding::Gzip),
-    ] {
-        // Once first, so lazily made statics (if any) are not counted against the stream.
-        vastgate_stream(&rt, &assets[0].data, chunk, enc);
-        let peak = peak_during(|| vastgate_stream(&rt, &largest.data, chunk, enc));
+    // The shipped level first, then levels 1-6 to choose from.
+    let mut levels = vec![GZIP_LEVEL];
+    levels.extend((1..=6).filter(|&l| l != GZIP_LEVEL));
+    for level in levels {
+        // Once first: the thread's compressor (made on first use, at this level) and its output
+        // buffer (grown to a whole piece) exist before the measurement, as in a gateway that
+        // has served a response; they are shared by all the thread's streams, reported below.
+        vastgate_stream(&rt, &largest.data, chunk, level);
+        let peak = peak_during(|| vastgate_stream(&rt, &largest.data, chunk, level));
         let start = cpu_seconds();
         let out: usize = assets
             .iter()
-            .map(|a| vastgate_stream(&rt, &a.data, chunk, enc))
+            .map(|a| vastgate_stream(&rt, &a.data, chunk, level))
             .sum();
-        row(label, peak, out, cpu_seconds() - start);
+        let label = if level == GZIP_LEVEL {
+            format!("vastgate gzip-{level} (shipped)")
+        } else {
+            format!("vastgate gzip-{level}")
+        };
+        row(&label, peak, out, cpu_seconds() - start);
     }
+    let (peak, kept) = thread_compressor(&largest.data, chunk, GZIP_LEVEL);
+    println!(
+        "vastgate per thread (not per stream): the compressor it lends, {:.1} KiB kept; {:.1} KiB peak with its first stream",
+        kib(kept),
+        kib(peak)
+    );
     if explore {
         let settings = [
-            Setting::Brotli {
-                quality: 4,
-                lgwin: 17,
-            },
-            Setting::Brotli {
-                quality: 4,
-                lgwin: 16,
-            },
-            Setting::Brotli {
-                quality: 3,
-                lgwin: 17,
-            },
-            Setting::Brotli {
-                quality: 3,
-                lgwin: 16,
-            },
-            Setting::Brotli {
-                quality: 2,
-                lgwin: 16,
-            },
-            Setting::Brotli {
-                quality: 1,
-                lgwin: 16,
-            },
-            Setting::Brotli {
-                quality: 5,
-                lgwin: 16,
-            },
-            Setting::Brotli {
-                quality: 5,
-                lgwin: 17,
-            },
-            Setting::Brotli {
-                quality: 6,
-                lgwin: 16,
-            },
             Setting::Gzip { level: 1 },
             Setting::Gzip { level: 5 },
             Setting::Gzip { level: 6 },
             Setting::Gzip { level: 9 },
-            Setting::GzipPerChunk {
-                level: 5,
-                primed: false,
-            },
-            Setting::GzipPerChunk {
-                level: 5,
-                primed: true,
-            },
+            Setting::GzipPerChunk { level: GZIP_LEVEL },
         ];
         for s in settings {
             s.stream(&assets[0].data, chunk);
@@ -565,9 +504,10 @@ fn memory(dir: &Path, chunk: usize, explore: bool) -> Result<(), BoxError> {
         }
     }
     println!();
-    println!("peak: the most heap one stream had allocated at once (encoder state, buffers and");
-    println!("output in flight); held: the most it kept between chunks, while it waits for the");
-    println!("client (the encoder's state). The W10 target is <= 256 KiB per stream.");
+    println!("peak: the most heap one stream had allocated at once (its state, the output frame");
+    println!("in flight); held: the most it kept between chunks, while it waits for the client");
+    println!("(vastgate: the stream's 32 KiB window; the compressor belongs to the thread).");
+    println!("The W10 target is <= 256 KiB per stream.");
     Ok(())
 }
 
@@ -627,10 +567,12 @@ fn decode(coding: &str, body: &[u8]) -> Result<Vec<u8>, BoxError> {
     match coding {
         "" | "identity" => out.extend_from_slice(body),
         "gzip" => {
-            flate2::read::MultiGzDecoder::new(body).read_to_end(&mut out)?;
-        }
-        "br" => {
-            brotli::Decompressor::new(body, 4096).read_to_end(&mut out)?;
+            // Exactly one member, nothing after it.
+            let mut decoder = flate2::bufread::GzDecoder::new(body);
+            decoder.read_to_end(&mut out)?;
+            if !decoder.into_inner().is_empty() {
+                return Err("bytes after the gzip member".into());
+            }
         }
         other => return Err(format!("unexpected Content-Encoding {other:?}").into()),
     }
@@ -832,14 +774,12 @@ async fn page(
     order.sort_by_key(|&i| std::cmp::Reverse(assets[i].data.len()));
     for &i in order.iter().take(5) {
         let up = results[0].1[i].body as f64;
-        let (br, gz) = (results[2].1[i].body, results[3].1[i].body);
+        let gz = results[3].1[i].body;
         println!(
-            "  {:<44} file {:>8}  upstream gzip {:>8}  br {:>8} ({:.3})  gzip {:>8} ({:.3})",
+            "  {:<44} file {:>8}  upstream gzip {:>8}  vastgate gzip {:>8} ({:.3})",
             assets[i].path,
             assets[i].data.len(),
             results[0].1[i].body,
-            br,
-            br as f64 / up,
             gz,
             gz as f64 / up
         );
@@ -851,12 +791,12 @@ async fn page(
             wire(k) as f64 / ref_wire as f64,
         )
     };
-    let ((br_body, br_wire), (gz_body, gz_wire)) = (ratio(2), ratio(3));
+    let ((browser_body, browser_wire), (gz_body, gz_wire)) = (ratio(2), ratio(3));
     println!();
     println!(
-        "W10 bytes (<= 1.1x the upstream's own gzip): br {br_body:.3}x body, {br_wire:.3}x wire [{}]; \
-         gzip {gz_body:.3}x body, {gz_wire:.3}x wire [{}]",
-        verdict(br_body.max(br_wire)),
+        "W10 bytes (<= 1.1x the upstream's own gzip): browser's Accept-Encoding {browser_body:.3}x body, \
+         {browser_wire:.3}x wire [{}]; gzip alone {gz_body:.3}x body, {gz_wire:.3}x wire [{}]",
+        verdict(browser_body.max(browser_wire)),
         verdict(gz_body.max(gz_wire))
     );
     let cpu = |k: usize| {
@@ -865,8 +805,9 @@ async fn page(
             .map_or("-".into(), |c| format!("{:.1}", c * 1000.0))
     };
     println!(
-        "RESULT br_body={br_body:.4} br_wire={br_wire:.4} gzip_body={gz_body:.4} gzip_wire={gz_wire:.4} \
-         upstream_body={ref_body} upstream_wire={ref_wire} cpu_ms_br={} cpu_ms_gzip={} cpu_ms_identity={}",
+        "RESULT browser_body={browser_body:.4} browser_wire={browser_wire:.4} gzip_body={gz_body:.4} \
+         gzip_wire={gz_wire:.4} upstream_body={ref_body} upstream_wire={ref_wire} cpu_ms_browser={} \
+         cpu_ms_gzip={} cpu_ms_identity={}",
         cpu(2),
         cpu(3),
         cpu(4)

@@ -31,7 +31,9 @@ impl Workers {
     /// [`AUTO_MAX`].
     pub fn start(count: usize) -> std::io::Result<Workers> {
         let count = match count {
-            0 => thread::available_parallelism().map_or(1, usize::from).min(AUTO_MAX),
+            0 => thread::available_parallelism()
+                .map_or(1, usize::from)
+                .min(AUTO_MAX),
             n => n,
         };
         let stop = CancellationToken::new();
