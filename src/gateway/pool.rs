@@ -89,14 +89,16 @@ impl Connections {
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     let (parts, body) = resp.into_parts();
-                    let checkin = Checkin {
-                        sender,
-                        authority: authority.clone(),
-                        idle_timeout: self.idle_timeout,
-                    };
+                    // A connection that switched protocols belongs to its tunnel now.
+                    let checkin =
+                        (parts.status != http::StatusCode::SWITCHING_PROTOCOLS).then(|| Checkin {
+                            sender,
+                            authority: authority.clone(),
+                            idle_timeout: self.idle_timeout,
+                        });
                     let body = PooledBody {
                         inner: body,
-                        checkin: Some(checkin),
+                        checkin,
                     };
                     return Ok(Response::from_parts(parts, body));
                 }
