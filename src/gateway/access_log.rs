@@ -299,14 +299,14 @@ mod tests {
         let ids = RequestIds::new();
         let first = ids.next();
         assert_eq!(first, format!("{:08x}{:08x}", ids.prefix, 1));
-        ids.next.store(0xfff_ffff_ff, Ordering::Relaxed);
+        ids.next.store(0xf_ffff_ffff, Ordering::Relaxed);
         assert_eq!(
             ids.next(),
-            format!("{:08x}{:08x}", ids.prefix, 0xfff_ffff_ffu64)
+            format!("{:08x}{:08x}", ids.prefix, 0xf_ffff_ffffu64)
         );
         assert_eq!(
             ids.next(),
-            format!("{:08x}{:08x}", ids.prefix, 0x1000_0000_00u64)
+            format!("{:08x}{:08x}", ids.prefix, 0x10_0000_0000u64)
         );
     }
 
