@@ -387,6 +387,9 @@ async fn reload(gateway: &Gateway, path: &Path) {
             "the listen address changed; it takes effect at the next start (listeners stay)"
         );
     }
+    if old.config.gateway.workers != config.gateway.workers {
+        tracing::warn!("workers changed; it takes effect at the next start");
+    }
     let routes = config.routes.len();
     let built = tokio::task::spawn_blocking(move || Snapshot::build(config, Some(&old))).await;
     match built {
