@@ -27,6 +27,8 @@
 # Installs nothing; says what to install when a tool is missing.
 
 set -euo pipefail
+# shellcheck source=benches/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODE=${1:-all}
@@ -55,9 +57,6 @@ esac
 
 # --- tools -----------------------------------------------------------------------------------
 missing=()
-need() { # need COMMAND PACKAGE
-    command -v "$1" >/dev/null 2>&1 || missing+=("$2")
-}
 need wrk wrk
 need nginx nginx-light
 need caddy caddy
@@ -99,50 +98,10 @@ WORK=$(mktemp -d -t vastgate-compare.XXXXXX)
 chmod 755 "$WORK" # nginx workers run as nobody and read the htpasswd files per request
 PIDS=()
 SAMPLER=
-cleanup() {
-    local pid
-    [[ -n $SAMPLER ]] && kill "$SAMPLER" 2>/dev/null
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${KEEP:-0} = 1 ]]; then
-        echo "work directory kept: $WORK" >&2
-    else
-        rm -rf "$WORK"
-    fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 USED_PORTS=" "
-# Sets PORT to a free 127.0.0.1 port not handed out before in this run.
-free_port() {
-    while :; do
-        # Below the ephemeral range (32768-60999), where client sockets could take it.
-        PORT=$((20000 + RANDOM % 12000))
-        [[ $USED_PORTS == *" $PORT "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-            USED_PORTS+="$PORT "
-            return
-        fi
-    done
-}
-
-wait_listening() { # wait_listening PORT NAME
-    local _
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-            return
-        fi
-        sleep 0.1
-    done
-    echo "compare.sh: $2 did not start listening on 127.0.0.1:$1 (logs in $WORK)" >&2
-    KEEP=1
-    exit 1
-}
 
 htpasswd -cbB -C 10 "$WORK/htpasswd.bcrypt" "$BENCH_USER" "$BENCH_PASSWORD" 2>/dev/null
 htpasswd -cbm "$WORK/htpasswd.apr1" "$BENCH_USER" "$BENCH_PASSWORD" 2>/dev/null
@@ -283,20 +242,6 @@ start_vastgate() { # start_vastgate NAME none|basic off|file
 # --- measuring -------------------------------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
 
-pids_of() { # a target's processes: the one we started and its children (nginx's worker)
-    echo "$1"
-    pgrep -P "$1" || true
-}
-
-cpu_ticks() { # utime + stime of the target's processes (all threads), in clock ticks
-    local pid sum=0 t
-    for pid in $(pids_of "$1"); do
-        t=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}') || t=0
-        sum=$((sum + ${t:-0}))
-    done
-    echo "$sum"
-}
-
 rss_kib() { # resident memory of the target's processes, KiB
     local pid sum=0 r
     for pid in $(pids_of "$1"); do
@@ -313,18 +258,6 @@ rss_sampler() { # rss_sampler PID OUT: the highest RSS seen, rewritten every 0.2
         ((r > max)) && max=$r
         echo "$max" >"$2" || return
         sleep 0.2
-    done
-}
-
-# Waits until the target has used no CPU for half a second (at most 30 s): nginx keeps hashing
-# the requests a closed wrk connection left queued, and that must not land on the next run.
-wait_idle() {
-    local before after _
-    for _ in $(seq 60); do
-        before=$(cpu_ticks "$1")
-        sleep 0.5
-        after=$(cpu_ticks "$1")
-        ((after - before <= 1)) && return
     done
 }
 

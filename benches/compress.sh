@@ -32,6 +32,8 @@
 # Installs nothing; says what to install when a tool is missing.
 
 set -euo pipefail
+# shellcheck source=benches/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROXY_CPU=${PROXY_CPU:-1}
@@ -55,9 +57,6 @@ esac
 
 # --- tools -----------------------------------------------------------------------------------
 missing=()
-need() { # need COMMAND PACKAGE
-    command -v "$1" >/dev/null 2>&1 || missing+=("$2")
-}
 need curl curl
 need taskset util-linux
 need cargo "Rust (https://rustup.rs)"
@@ -103,52 +102,10 @@ rm -f "$BUILD_LOG"
 # --- processes, ports, files ---------------------------------------------------------------------
 WORK=$(mktemp -d -t vastgate-compress.XXXXXX)
 PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${KEEP:-0} = 1 ]]; then
-        echo "work directory kept: $WORK" >&2
-    else
-        rm -rf "$WORK"
-    fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 USED_PORTS=" "
-# Below the usual ephemeral range (32768-60999), where a client connection's local port could
-# make the bind fail even though nothing listens there.
-free_port() { # sets PORT to a free 127.0.0.1 port not handed out before in this run
-    while :; do
-        PORT=$((10000 + RANDOM % 20000))
-        [[ $USED_PORTS == *" $PORT "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-            USED_PORTS+="$PORT "
-            return
-        fi
-    done
-}
-
-wait_listening() { # wait_listening PORT NAME [PID]: until something accepts on the port
-    local _
-    for _ in $(seq 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-            return
-        fi
-        if [[ -n ${3:-} ]] && ! kill -0 "$3" 2>/dev/null; then
-            break
-        fi
-        sleep 0.1
-    done
-    echo "compress.sh: $2 did not start listening on 127.0.0.1:$1 (logs in $WORK)" >&2
-    KEEP=1
-    exit 1
-}
 
 # The upstream: Forge's middleware in front of Gradio's static front-end. The outer wrapper tells
 # the client which Accept-Encoding reached the app (`-` for none), so the check below can see

@@ -23,6 +23,8 @@
 # Installs nothing; says what to install when a tool is missing.
 
 set -euo pipefail
+# shellcheck source=benches/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DURATION=${DURATION:-5}
@@ -50,9 +52,6 @@ esac
 
 # --- tools -----------------------------------------------------------------------------------
 missing=()
-need() { # need COMMAND PACKAGE
-    command -v "$1" >/dev/null 2>&1 || missing+=("$2")
-}
 need h2load nghttp2-client
 need nginx nginx-light
 need caddy caddy
@@ -88,52 +87,10 @@ VASTGATE=$TARGET_DIR/release/vastgate
 WORK=$(mktemp -d -t vastgate-h2.XXXXXX)
 chmod 755 "$WORK" # nginx workers run as nobody and read the htpasswd file per request
 PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${KEEP:-0} = 1 ]]; then
-        echo "work directory kept: $WORK" >&2
-    else
-        rm -rf "$WORK"
-    fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 USED_PORTS=" "
-# Below the usual ephemeral range (32768-60999), where a client connection's local port could
-# make the bind fail even though nothing listens there.
-free_port() { # sets PORT to a free 127.0.0.1 port not handed out before in this run
-    while :; do
-        PORT=$((10000 + RANDOM % 20000))
-        [[ $USED_PORTS == *" $PORT "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-            USED_PORTS+="$PORT "
-            return
-        fi
-    done
-}
-
-wait_listening() { # wait_listening PORT NAME [PID]: until something accepts on the port
-    local _
-    for _ in $(seq 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-            return
-        fi
-        if [[ -n ${3:-} ]] && ! kill -0 "$3" 2>/dev/null; then
-            break
-        fi
-        sleep 0.1
-    done
-    echo "h2.sh: $2 did not start listening on 127.0.0.1:$1 (logs in $WORK)" >&2
-    KEEP=1
-    exit 1
-}
 
 htpasswd -cbB -C 10 "$WORK/htpasswd.bcrypt" "$BENCH_USER" "$BENCH_PASSWORD" 2>/dev/null
 htpasswd -cbm "$WORK/htpasswd.apr1" "$BENCH_USER" "$BENCH_PASSWORD" 2>/dev/null
@@ -288,30 +245,6 @@ start_vastgate() { # start_vastgate NAME none|basic
 
 # --- measuring -------------------------------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
-
-pids_of() { # a target's processes: the one we started and its children (nginx's worker)
-    echo "$1"
-    pgrep -P "$1" || true
-}
-
-cpu_ticks() { # utime + stime of the target's processes (all threads), in clock ticks
-    local pid sum=0 t
-    for pid in $(pids_of "$1"); do
-        t=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}') || t=0
-        sum=$((sum + ${t:-0}))
-    done
-    echo "$sum"
-}
-
-wait_idle() { # until the target used no CPU for half a second (at most 30 s)
-    local before after _
-    for _ in $(seq 60); do
-        before=$(cpu_ticks "$1")
-        sleep 0.5
-        after=$(cpu_ticks "$1")
-        ((after - before <= 1)) && return
-    done
-}
 
 verify() { # verify NAME: over HTTP/2, 401 without credentials and 200 with them (200 both ways without auth)
     local name=$1 url="https://127.0.0.1:${T_PORT[$1]}/" without with body expected=401

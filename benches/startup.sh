@@ -24,6 +24,8 @@
 # Installs nothing; says what to install when a tool is missing.
 
 set -euo pipefail
+# shellcheck source=benches/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUNS=${RUNS:-10}
@@ -44,9 +46,6 @@ esac
 
 # --- tools -----------------------------------------------------------------------------------
 missing=()
-need() { # need COMMAND PACKAGE
-    command -v "$1" >/dev/null 2>&1 || missing+=("$2")
-}
 need python3 python3
 need cargo "Rust (https://rustup.rs)"
 if ((${#missing[@]})); then
@@ -68,52 +67,10 @@ VASTGATE=$TARGET_DIR/release/vastgate
 # --- processes, ports, files ---------------------------------------------------------------------
 WORK=$(mktemp -d -t vastgate-startup.XXXXXX)
 PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${KEEP:-0} = 1 ]]; then
-        echo "work directory kept: $WORK" >&2
-    else
-        rm -rf "$WORK"
-    fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 USED_PORTS=" "
-# Below the usual ephemeral range (32768-60999), where a client connection's local port could
-# make the bind fail even though nothing listens there.
-free_port() { # sets PORT to a free 127.0.0.1 port not handed out before in this run
-    while :; do
-        PORT=$((10000 + RANDOM % 20000))
-        [[ $USED_PORTS == *" $PORT "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-            USED_PORTS+="$PORT "
-            return
-        fi
-    done
-}
-
-wait_listening() { # wait_listening PORT NAME [PID]: until something accepts on the port
-    local _
-    for _ in $(seq 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-            return
-        fi
-        if [[ -n ${3:-} ]] && ! kill -0 "$3" 2>/dev/null; then
-            break
-        fi
-        sleep 0.1
-    done
-    echo "startup.sh: $2 did not start listening on 127.0.0.1:$1 (logs in $WORK)" >&2
-    KEEP=1
-    exit 1
-}
 
 # The poller: spawns the command RUNS times and times each start-up to the first 200.
 cat >"$WORK/poll.py" <<'EOF'

@@ -47,6 +47,8 @@
 # (`ulimit -n`) as far as W5 needs, within the hard limit.
 
 set -euo pipefail
+# shellcheck source=benches/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODE=${1:-all}
@@ -77,9 +79,6 @@ esac
 
 # --- tools -----------------------------------------------------------------------------------
 missing=()
-need() { # need COMMAND PACKAGE
-    command -v "$1" >/dev/null 2>&1 || missing+=("$2")
-}
 need nginx nginx-light
 need taskset util-linux
 need htpasswd apache2-utils
@@ -131,20 +130,6 @@ STREAMS=$(sed -n 's/^ *Executable .*(\(.*\))$/\1/p' <<<"$build_log" | tail -n 1)
 WORK=$(mktemp -d -t vastgate-streams.XXXXXX)
 chmod 755 "$WORK" # nginx workers run as nobody and read the htpasswd file per request
 PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${KEEP:-0} = 1 ]]; then
-        echo "work directory kept: $WORK" >&2
-    else
-        rm -rf "$WORK"
-    fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -168,17 +153,6 @@ else
     PORT_BASE=20000 PORT_SPAN=40000
 fi
 USED_PORTS=" "
-# Sets PORT to a free 127.0.0.1 port not handed out before in this run.
-free_port() {
-    while :; do
-        PORT=$((PORT_BASE + RANDOM % PORT_SPAN))
-        [[ $USED_PORTS == *" $PORT "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-            USED_PORTS+="$PORT "
-            return
-        fi
-    done
-}
 
 # wait_listening PORT NAME PID: returns once something listens on PORT; fails when PID exited
 # first (the caller may try another port); gives up the run after 10 s.

@@ -1,0 +1,80 @@
+# Helpers shared by the benchmark scripts (sourced, not run). A script that sources this sets
+# `missing=()`, `PIDS=()`, `WORK` and `USED_PORTS=" "` before using them; `PORT_BASE` and
+# `PORT_SPAN` choose the port range (default 10000-29999, below the ephemeral range), and
+# `SAMPLER`, when set, is a background sampler that cleanup stops first.
+# shellcheck shell=bash
+
+need() { # need COMMAND PACKAGE
+    command -v "$1" >/dev/null 2>&1 || missing+=("$2")
+}
+
+cleanup() { # stops every process in PIDS and removes WORK (KEEP=1 keeps it)
+    local pid
+    if [[ -n ${SAMPLER:-} ]]; then
+        kill "$SAMPLER" 2>/dev/null || true
+    fi
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ ${KEEP:-0} = 1 ]]; then
+        echo "work directory kept: $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
+}
+
+free_port() { # sets PORT to a free 127.0.0.1 port not handed out before in this run
+    while :; do
+        PORT=$((${PORT_BASE:-10000} + RANDOM % ${PORT_SPAN:-20000}))
+        [[ $USED_PORTS == *" $PORT "* ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+            USED_PORTS+="$PORT "
+            return
+        fi
+    done
+}
+
+wait_listening() { # wait_listening PORT NAME [PID]: until something accepts on the port
+    local _
+    for _ in $(seq 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+            return
+        fi
+        if [[ -n ${3:-} ]] && ! kill -0 "$3" 2>/dev/null; then
+            break
+        fi
+        sleep 0.1
+    done
+    echo "${0##*/}: $2 did not start listening on 127.0.0.1:$1 (logs in $WORK)" >&2
+    KEEP=1
+    exit 1
+}
+
+pids_of() { # a target's processes: the one we started and its children (nginx's worker)
+    echo "$1"
+    pgrep -P "$1" || true
+}
+
+cpu_ticks() { # utime + stime of the target's processes (all threads), in clock ticks
+    local pid sum=0 t
+    for pid in $(pids_of "$1"); do
+        t=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}') || t=0
+        sum=$((sum + ${t:-0}))
+    done
+    echo "$sum"
+}
+
+# Waits until the target has used no CPU for half a second (at most 30 s): nginx keeps hashing
+# the requests a closed client connection left queued, and that must not land on the next run.
+wait_idle() {
+    local before after _
+    for _ in $(seq 60); do
+        before=$(cpu_ticks "$1")
+        sleep 0.5
+        after=$(cpu_ticks "$1")
+        ((after - before <= 1)) && return
+    done
+}
