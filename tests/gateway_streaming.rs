@@ -143,6 +143,71 @@ async fn large_upload_streams_to_the_upstream_before_the_client_finishes() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_upload_of_many_sizes_arrives_whole_and_in_order() {
+    // The gateway hands a chunked body on in batches (gather.rs): nothing may be lost, doubled
+    // or reordered, whatever the chunk sizes and however they are spread over time.
+    let (done_tx, mut done_rx) = mpsc::channel::<(u64, Checksum, Option<String>)>(1);
+    let upstream = http_upstream(move |req: Request<Incoming>| {
+        let done_tx = done_tx.clone();
+        async move {
+            let framing = req
+                .headers()
+                .get("transfer-encoding")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let mut body = req.into_body();
+            let (mut total, mut sum) = (0u64, Checksum::default());
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.expect("upload body").into_data() {
+                    total += data.len() as u64;
+                    sum.update(&data);
+                }
+            }
+            let _ = done_tx.send((total, sum, framing)).await;
+            Response::new(full(format!("{total}")))
+        }
+    })
+    .await;
+    let gw = Gateway::start("", &[route("/files/", upstream.addr, "")]).await;
+
+    let base = Bytes::from(pseudo_random(64 * 1024, 0x2545_f491_4f6c_dd1d));
+    let (body_tx, body) = channel_body(64);
+    let req = request("POST", "/files/api/upload", &[], body);
+    let mut conn = Conn::open(gw.addr).await;
+    let response = tokio::spawn(async move { Reply::read(conn.send(req).await).await });
+
+    let (mut sent, mut total) = (Checksum::default(), 0u64);
+    for i in 0..3000usize {
+        // 1 byte to 64 KiB, in bursts and with pauses between some.
+        let len = 1 + (i * 7919) % base.len();
+        let start = (i * 104_729) % (base.len() - len + 1);
+        let chunk = base.slice(start..start + len);
+        sent.update(&chunk);
+        total += len as u64;
+        body_tx.send(chunk).await.expect("send a chunk");
+        if i % 97 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    drop(body_tx);
+
+    let reply = within(Duration::from_secs(120), "the upload's response", response)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let (received, received_sum, framing) = within(
+        Duration::from_secs(30),
+        "the upstream's tally",
+        done_rx.recv(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(received, total);
+    assert_eq!(received_sum, sent, "the upload arrived altered");
+    assert_eq!(framing.as_deref(), Some("chunked"));
+}
+
 /// Drives an SSE stream through a gateway route: the upstream emits event N only after the test
 /// client has received event N-1, so each event must cross the gateway on its own.
 async fn events_arrive_one_by_one(route_extra: &str) -> Option<String> {

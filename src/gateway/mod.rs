@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod compress;
 pub mod forward;
 pub mod gatekeeper;
+pub mod gather;
 pub mod handler;
 pub mod headers;
 pub mod metrics;

@@ -25,6 +25,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::gather::Gather;
+
 type Sender = SendRequest<RequestBody>;
 
 /// Idle connections kept per upstream and thread.
@@ -97,7 +99,7 @@ impl Connections {
                             idle_timeout: self.idle_timeout,
                         });
                     let body = PooledBody {
-                        inner: body,
+                        inner: Gather::new(body),
                         checkin,
                     };
                     return Ok(Response::from_parts(parts, body));
@@ -202,10 +204,10 @@ fn closed_before_answer(e: &hyper::Error) -> bool {
     false
 }
 
-/// The body of a request to an upstream: none, or the client's, streamed.
+/// The body of a request to an upstream: none, or the client's, streamed (in batches).
 pub enum RequestBody {
     Empty,
-    Client(Incoming),
+    Client(Gather<Incoming>),
 }
 
 impl RequestBody {
@@ -214,7 +216,7 @@ impl RequestBody {
         if body.is_end_stream() {
             RequestBody::Empty
         } else {
-            RequestBody::Client(body)
+            RequestBody::Client(Gather::new(body))
         }
     }
 }
@@ -329,7 +331,7 @@ async fn sweep(idle_timeout: Duration) {
 /// An upstream's response body; its connection returns to the pool when it has been read to the
 /// end (or is closed if the body is dropped before).
 pub struct PooledBody {
-    inner: Incoming,
+    inner: Gather<Incoming>,
     checkin: Option<Checkin>,
 }
 
