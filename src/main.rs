@@ -9,6 +9,26 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// The static musl binary of the image allocates with mimalloc (Cargo.toml says why).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Commit mimalloc's memory as it is used, not a whole arena at once: eager commit (its default
+/// where the OS overcommits) adds ~7 MiB to the idle RSS. It applies to the arenas reserved
+/// after it; run first in `main` of the static binary, that is all of them (idle RSS 7.1 MiB
+/// with it, 14.5 MiB without).
+#[cfg(target_env = "musl")]
+fn tune_allocator() {
+    /// `mi_option_arena_eager_commit` in mimalloc.h (v2 and v3).
+    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+    // SAFETY: sets one integer option; callable at any time, from any thread.
+    unsafe { libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0) }
+}
+
+#[cfg(not(target_env = "musl"))]
+fn tune_allocator() {}
+
 use vastgate::config::{self, Config};
 use vastgate::supervisor::control::{self, ClientError, Reply, Request};
 use vastgate::supervisor::status;
@@ -142,6 +162,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(config),
