@@ -78,3 +78,17 @@ wait_idle() {
         ((after - before <= 1)) && return
     done
 }
+
+# shellcheck disable=SC2034 # VASTGATE is the caller's
+build_vastgate() { # builds vastgate and sets VASTGATE; VASTGATE_TARGET=x86_64-unknown-linux-musl
+    # measures the image's static binary (needs `rustup target add` it and musl-tools)
+    local target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
+    if [[ -n ${VASTGATE_TARGET:-} ]]; then
+        echo "== building vastgate for $VASTGATE_TARGET (the image's build)" >&2
+        cargo build --release --locked --target "$VASTGATE_TARGET" --bin vastgate >&2
+        VASTGATE=$target_dir/$VASTGATE_TARGET/release/vastgate
+    else
+        cargo build --release --locked >&2
+        VASTGATE=$target_dir/release/vastgate
+    fi
+}

@@ -22,8 +22,10 @@
 # Environment (defaults in brackets): DURATION seconds per wrk run [5], ROUNDS [2] (the table
 # shows the mean and the spread between rounds), CONNECTIONS [50], FLOOD_DURATION seconds [10],
 # PROXY_CPU [1], LOAD_CPUS [unset: wrk, the flood client and the upstream run unpinned; e.g. 0
-# keeps them off the proxies' core on a small machine], KEEP=1 keeps the work directory (configs,
-# logs, raw wrk output).
+# keeps them off the proxies' core on a small machine], VASTGATE_TARGET [unset: the host's
+# `cargo build --release`; x86_64-unknown-linux-musl measures the image's static binary, which
+# needs that rustup target and musl-tools], KEEP=1 keeps the work directory (configs, logs, raw
+# wrk output).
 # Installs nothing; says what to install when a tool is missing.
 
 set -euo pipefail
@@ -79,9 +81,7 @@ LOAD=() # the prefix that pins the load generators and the upstream, if asked
 # --- build -----------------------------------------------------------------------------------
 cd "$ROOT"
 echo "== building (cargo build --release --locked; the flood client)" >&2
-cargo build --release --locked >&2
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-VASTGATE=$TARGET_DIR/release/vastgate
+build_vastgate
 FLOOD=
 if [[ $MODE != throughput ]]; then
     FLOOD=$(cargo bench --locked --bench auth_flood --no-run 2>&1 |
@@ -318,7 +318,7 @@ versions() {
     echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "machine: nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "vastgate: $("$VASTGATE" --version 2>/dev/null || echo '?') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty')), $(rustc --version)"
+    echo "vastgate: $("$VASTGATE" --version 2>/dev/null || echo '?') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty'))${VASTGATE_TARGET:+, built for $VASTGATE_TARGET}, $(rustc --version)"
     echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //'); caddy: $(caddy version | cut -d' ' -f1); wrk: $(wrk -v 2>&1 | head -n1 | cut -d' ' -f2)"
     echo "proxies pinned to CPU $PROXY_CPU, load generators and upstream $([[ -n $LOAD_CPUS ]] && echo "pinned to CPU $LOAD_CPUS" || echo unpinned); wrk -c $CONNECTIONS (W1/W2) and -c 1 (W3), ${DURATION}s each, $ROUNDS rounds"
 }

@@ -27,8 +27,8 @@
 # Environment (defaults in brackets): PROXY_CPU [1] (vastgate is pinned there), LOAD_CPUS [unset:
 # the upstream and the client run unpinned], HOLD_STREAMS [32], REPEAT [3] page loads per
 # configuration through vastgate for its CPU time, EXPLORE [0], PYTHON [.venv/bin/python],
-# FRONTEND [Gradio's templates/frontend in PYTHON's site-packages], KEEP=1 keeps the work
-# directory (configs, logs, per-asset TSV).
+# FRONTEND [Gradio's templates/frontend in PYTHON's site-packages], VASTGATE_TARGET [unset;
+# as in compare.sh], KEEP=1 keeps the work directory (configs, logs, per-asset TSV).
 # Installs nothing; says what to install when a tool is missing.
 
 set -euo pipefail
@@ -85,9 +85,7 @@ LOAD=() # the prefix that pins the upstream and the client, if asked
 # --- build -----------------------------------------------------------------------------------
 cd "$ROOT"
 echo "== building (cargo build --release --locked; benches/compression.rs)" >&2
-cargo build --release --locked >&2
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-VASTGATE=$TARGET_DIR/release/vastgate
+build_vastgate
 BUILD_LOG=$(mktemp -t vastgate-compress-build.XXXXXX)
 if ! cargo bench --locked --bench compression --no-run >"$BUILD_LOG" 2>&1; then
     cat "$BUILD_LOG" >&2
@@ -231,7 +229,7 @@ check "http://127.0.0.1:$VG_PORT/assets/$LARGEST" gzip gzip
 
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "vastgate: $("$VASTGATE" --version 2>/dev/null || echo '?') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty')), pinned to CPU $PROXY_CPU"
+echo "vastgate: $("$VASTGATE" --version 2>/dev/null || echo '?') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty'))${VASTGATE_TARGET:+, built for $VASTGATE_TARGET}, pinned to CPU $PROXY_CPU"
 echo "upstream: $("$PYTHON" -c 'import gradio, starlette, uvicorn; print(f"gradio {gradio.__version__} front-end, starlette {starlette.__version__}, uvicorn {uvicorn.__version__}")')"
 echo
 

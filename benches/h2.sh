@@ -19,7 +19,8 @@
 # Environment (defaults in brackets): DURATION seconds per run [5], REQUESTS [unset; e.g.
 # 100000 runs `-n 100000` instead of a duration], CONNECTIONS [50], STREAMS concurrent streams
 # per connection [10], ROUNDS [1], PROXY_CPU [1], LOAD_CPUS [unset: h2load and the upstream run
-# unpinned], KEEP=1 keeps the work directory (configs, logs, raw h2load output).
+# unpinned], VASTGATE_TARGET [unset; as in compare.sh], KEEP=1 keeps the work directory (configs,
+# logs, raw h2load output).
 # Installs nothing; says what to install when a tool is missing.
 
 set -euo pipefail
@@ -79,9 +80,7 @@ fi
 # --- build -----------------------------------------------------------------------------------
 cd "$ROOT"
 echo "== building (cargo build --release --locked)" >&2
-cargo build --release --locked >&2
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-VASTGATE=$TARGET_DIR/release/vastgate
+build_vastgate
 
 # --- processes, ports, files ---------------------------------------------------------------------
 WORK=$(mktemp -d -t vastgate-h2.XXXXXX)
@@ -300,7 +299,7 @@ done
 
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "vastgate: $("$VASTGATE" --version 2>/dev/null || echo '?') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty')), $(rustc --version)"
+echo "vastgate: $("$VASTGATE" --version 2>/dev/null || echo '?') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty'))${VASTGATE_TARGET:+, built for $VASTGATE_TARGET}, $(rustc --version)"
 echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //'); caddy: $(caddy version | cut -d' ' -f1); $(h2load --version | head -n1)"
 echo "proxies pinned to CPU $PROXY_CPU, h2load and upstream $([[ -n $LOAD_CPUS ]] && echo "pinned to CPU $LOAD_CPUS" || echo unpinned); h2load ${AMOUNT[*]} -c $CONNECTIONS -m $STREAMS -t 2, $ROUNDS round(s)"
 echo

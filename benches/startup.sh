@@ -19,8 +19,8 @@
 # Printed per way: the time until the port first accepted a connection and until the first 200,
 # min / median / max over the runs.
 #
-# Environment (defaults in brackets): RUNS [10], PROXY_CPU [1], KEEP=1 keeps the work directory
-# (configs, logs).
+# Environment (defaults in brackets): RUNS [10], PROXY_CPU [1], VASTGATE_TARGET [unset; as in
+# compare.sh], KEEP=1 keeps the work directory (configs, logs).
 # Installs nothing; says what to install when a tool is missing.
 
 set -euo pipefail
@@ -60,9 +60,7 @@ fi
 # --- build -----------------------------------------------------------------------------------
 cd "$ROOT"
 echo "== building (cargo build --release --locked)" >&2
-cargo build --release --locked >&2
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-VASTGATE=$TARGET_DIR/release/vastgate
+build_vastgate
 
 # --- processes, ports, files ---------------------------------------------------------------------
 WORK=$(mktemp -d -t vastgate-startup.XXXXXX)
@@ -226,7 +224,7 @@ write_config() { # write_config DIR PORT serve|up
 
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "vastgate: $("$VASTGATE" --version 2>/dev/null || echo '?') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty')), pinned to CPU $PROXY_CPU; $RUNS runs per way; $(python3 --version)"
+echo "vastgate: $("$VASTGATE" --version 2>/dev/null || echo '?') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty'))${VASTGATE_TARGET:+, built for $VASTGATE_TARGET}, pinned to CPU $PROXY_CPU; $RUNS runs per way; $(python3 --version)"
 echo
 
 : >"$WORK/results.tsv"

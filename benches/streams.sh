@@ -41,8 +41,8 @@
 # Environment (defaults in brackets): PROXY_CPU [1], LOAD_CPUS [unset: the clients and the
 # upstream run unpinned; e.g. 0 keeps them off the proxy's core], WS_CONNECTIONS [1000],
 # WS_INTERVAL [1s], WS_DURATION [10s], TRANSFER_MIB [2048], TRANSFER_ROUNDS [2],
-# SSE_EVENTS [200], SSE_INTERVAL_MS [15], KEEP=1 keeps the work directory (configs, logs, raw
-# client output).
+# SSE_EVENTS [200], SSE_INTERVAL_MS [15], VASTGATE_TARGET [unset; as in compare.sh], KEEP=1
+# keeps the work directory (configs, logs, raw client output).
 # Installs nothing; says what to install when a tool is missing. Raises the open-file limit
 # (`ulimit -n`) as far as W5 needs, within the hard limit.
 
@@ -111,9 +111,7 @@ fi
 # --- build -----------------------------------------------------------------------------------
 cd "$ROOT"
 echo "== building (cargo build --release --locked; the stream clients)" >&2
-cargo build --release --locked >&2
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-VASTGATE=$TARGET_DIR/release/vastgate
+build_vastgate
 if ! build_log=$(cargo bench --locked --bench streams --no-run 2>&1); then
     echo "streams.sh: could not build the stream clients (cargo bench --bench streams --no-run):" >&2
     tail -n 30 <<<"$build_log" >&2
@@ -362,7 +360,7 @@ versions() {
     echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "machine: nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "vastgate: $("$VASTGATE" --version 2>/dev/null || echo '?') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty')), $(rustc --version)"
+    echo "vastgate: $("$VASTGATE" --version 2>/dev/null || echo '?') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty'))${VASTGATE_TARGET:+, built for $VASTGATE_TARGET}, $(rustc --version)"
     echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //') (auth_basic with an apr1 file)"
     echo "proxies pinned to CPU $PROXY_CPU, clients and upstream $([[ -n $LOAD_CPUS ]] && echo "pinned to CPU $LOAD_CPUS" || echo unpinned); open files $(ulimit -n)"
 }
