@@ -54,10 +54,6 @@ impl<B> Gather<B> {
             ended: false,
         }
     }
-
-    pub fn get_ref(&self) -> &B {
-        &self.inner
-    }
 }
 
 fn data_len(frame: &Frame<Bytes>) -> usize {
