@@ -110,7 +110,11 @@ impl Gateway {
                 );
             }
         };
-        record.path = path.to_string();
+        // Copies only a written line needs.
+        let logging = self.log.enabled();
+        if logging {
+            record.path = path.to_string();
+        }
 
         if path == "/healthz" {
             return pages::healthz();
@@ -123,7 +127,9 @@ impl Gateway {
         let matched = snapshot.router.lookup(&path);
         if let RouteMatch::Forward { route, .. } = &matched {
             record.route = Some(route.prefix.clone());
-            record.upstream = Some(route.upstream.as_str().to_owned());
+            if logging {
+                record.upstream = Some(route.upstream.as_str().to_owned());
+            }
         }
 
         let mut user = None;
@@ -162,7 +168,9 @@ impl Gateway {
         } else if let Some(rewritten) = snapshot.gatekeeper.strip_own_token(uri.query()) {
             query = rewritten;
         }
-        record.user = user.clone();
+        if logging {
+            record.user = user.clone();
+        }
 
         if path.starts_with(portal::PREFIX) {
             return portal::answer(self, snapshot, &path, audience);
