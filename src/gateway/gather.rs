@@ -91,8 +91,12 @@ where
                         this.releasing = true;
                     }
                 }
-                // What is held belongs to an exchange that fails now.
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Err(e))) => {
+                    // What is held belongs to an exchange that fails now.
+                    this.held.clear();
+                    this.held_bytes = 0;
+                    return Poll::Ready(Some(Err(e)));
+                }
                 Poll::Ready(None) => {
                     this.ended = true;
                     this.releasing = true;
