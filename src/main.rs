@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use vastgate::config::{self, Config};
+use vastgate::supervisor::control::{self, ClientError, Reply, Request};
+use vastgate::supervisor::status;
+use vastgate::up::UpOutcome;
+
 /// The static musl binary of the image allocates with mimalloc (Cargo.toml says why).
 #[cfg(target_env = "musl")]
 #[global_allocator]
@@ -28,11 +33,6 @@ fn tune_allocator() {
 
 #[cfg(not(target_env = "musl"))]
 fn tune_allocator() {}
-
-use vastgate::config::{self, Config};
-use vastgate::supervisor::control::{self, ClientError, Reply, Request};
-use vastgate::supervisor::status;
-use vastgate::up::UpOutcome;
 
 /// The front door and caretaker of a GPU container: an authenticating reverse proxy for Forge,
 /// filebrowser, ttyd, logdy and Jupyter on one port.
