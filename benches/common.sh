@@ -92,3 +92,33 @@ build_vastgate() { # builds vastgate and sets VASTGATE; VASTGATE_TARGET=x86_64-u
         VASTGATE=$target_dir/release/vastgate
     fi
 }
+
+# shellcheck disable=SC2034 # BENCH_EXE is the caller's
+build_bench() { # build_bench NAME: builds benches/NAME.rs and sets BENCH_EXE to its executable
+    local log
+    if ! log=$(cargo bench --locked --bench "$1" --no-run 2>&1); then
+        echo "${0##*/}: could not build benches/$1.rs (cargo bench --bench $1 --no-run):" >&2
+        tail -n 30 <<<"$log" >&2
+        exit 1
+    fi
+    BENCH_EXE=$(sed -n 's/^ *Executable .*(\(.*\))$/\1/p' <<<"$log" | tail -n 1)
+    [[ $BENCH_EXE = /* ]] || BENCH_EXE=$ROOT/$BENCH_EXE
+    [[ -x $BENCH_EXE ]] || {
+        echo "${0##*/}: cargo named no executable for benches/$1.rs (cargo bench --bench $1 --no-run)" >&2
+        exit 1
+    }
+}
+
+no_arguments() { # no_arguments "$@": -h prints the script's header comment; anything else is refused
+    case ${1:-} in
+    "") ;;
+    -h | --help)
+        sed -n '2,/^$/s/^# \{0,1\}//p' "$0"
+        exit 0
+        ;;
+    *)
+        echo "usage: $0 (no arguments; see -h)" >&2
+        exit 2
+        ;;
+    esac
+}

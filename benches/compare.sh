@@ -84,13 +84,8 @@ echo "== building (cargo build --release --locked; the flood client)" >&2
 build_vastgate
 FLOOD=
 if [[ $MODE != throughput ]]; then
-    FLOOD=$(cargo bench --locked --bench auth_flood --no-run 2>&1 |
-        sed -n 's/^ *Executable .*(\(.*\))$/\1/p' | tail -n 1)
-    [[ $FLOOD = /* ]] || FLOOD=$ROOT/$FLOOD
-    [[ -x $FLOOD ]] || {
-        echo "compare.sh: could not build the flood client (cargo bench --bench auth_flood --no-run)" >&2
-        exit 1
-    }
+    build_bench auth_flood
+    FLOOD=$BENCH_EXE
 fi
 
 # --- processes, ports, files ---------------------------------------------------------------------

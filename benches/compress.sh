@@ -43,17 +43,7 @@ REPEAT=${REPEAT:-3}
 EXPLORE=${EXPLORE:-0}
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 
-case ${1:-} in
-"") ;;
--h | --help)
-    sed -n '2,/^$/s/^# \{0,1\}//p' "$0"
-    exit 0
-    ;;
-*)
-    echo "usage: $0 (no arguments; see -h)" >&2
-    exit 2
-    ;;
-esac
+no_arguments "$@"
 
 # --- tools -----------------------------------------------------------------------------------
 missing=()
@@ -86,16 +76,8 @@ LOAD=() # the prefix that pins the upstream and the client, if asked
 cd "$ROOT"
 echo "== building (cargo build --release --locked; benches/compression.rs)" >&2
 build_vastgate
-BUILD_LOG=$(mktemp -t vastgate-compress-build.XXXXXX)
-if ! cargo bench --locked --bench compression --no-run >"$BUILD_LOG" 2>&1; then
-    cat "$BUILD_LOG" >&2
-    rm -f "$BUILD_LOG"
-    echo "compress.sh: could not build benches/compression.rs (cargo bench --bench compression --no-run)" >&2
-    exit 1
-fi
-BENCH=$(sed -n 's/^ *Executable .*(\(.*\))$/\1/p' "$BUILD_LOG" | tail -n 1)
-rm -f "$BUILD_LOG"
-[[ $BENCH = /* ]] || BENCH=$ROOT/$BENCH
+build_bench compression
+BENCH=$BENCH_EXE
 
 # --- processes, ports, files ---------------------------------------------------------------------
 WORK=$(mktemp -d -t vastgate-compress.XXXXXX)

@@ -39,17 +39,7 @@ BENCH_USER=bench
 BENCH_PASSWORD="bench-$RANDOM$RANDOM"
 UPSTREAM_BODY="hello from the upstream"
 
-case ${1:-} in
-"") ;;
--h | --help)
-    sed -n '2,/^$/s/^# \{0,1\}//p' "$0"
-    exit 0
-    ;;
-*)
-    echo "usage: $0 (no arguments; see -h)" >&2
-    exit 2
-    ;;
-esac
+no_arguments "$@"
 
 # --- tools -----------------------------------------------------------------------------------
 missing=()

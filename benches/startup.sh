@@ -32,17 +32,7 @@ RUNS=${RUNS:-10}
 PROXY_CPU=${PROXY_CPU:-1}
 TARGET_MS=300
 
-case ${1:-} in
-"") ;;
--h | --help)
-    sed -n '2,/^$/s/^# \{0,1\}//p' "$0"
-    exit 0
-    ;;
-*)
-    echo "usage: $0 (no arguments; see -h)" >&2
-    exit 2
-    ;;
-esac
+no_arguments "$@"
 
 # --- tools -----------------------------------------------------------------------------------
 missing=()

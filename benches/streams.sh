@@ -112,17 +112,8 @@ fi
 cd "$ROOT"
 echo "== building (cargo build --release --locked; the stream clients)" >&2
 build_vastgate
-if ! build_log=$(cargo bench --locked --bench streams --no-run 2>&1); then
-    echo "streams.sh: could not build the stream clients (cargo bench --bench streams --no-run):" >&2
-    tail -n 30 <<<"$build_log" >&2
-    exit 1
-fi
-STREAMS=$(sed -n 's/^ *Executable .*(\(.*\))$/\1/p' <<<"$build_log" | tail -n 1)
-[[ $STREAMS = /* ]] || STREAMS=$ROOT/$STREAMS
-[[ -x $STREAMS ]] || {
-    echo "streams.sh: could not build the stream clients (cargo bench --bench streams --no-run)" >&2
-    exit 1
-}
+build_bench streams
+STREAMS=$BENCH_EXE
 
 # --- processes, ports, files ---------------------------------------------------------------------
 WORK=$(mktemp -d -t vastgate-streams.XXXXXX)
