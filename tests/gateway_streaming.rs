@@ -147,28 +147,7 @@ async fn large_upload_streams_to_the_upstream_before_the_client_finishes() {
 async fn chunked_upload_of_many_sizes_arrives_whole_and_in_order() {
     // The gateway hands a chunked body on in batches (gather.rs): nothing may be lost, doubled
     // or reordered, whatever the chunk sizes and however they are spread over time.
-    let (done_tx, mut done_rx) = mpsc::channel::<(u64, Checksum, Option<String>)>(1);
-    let upstream = http_upstream(move |req: Request<Incoming>| {
-        let done_tx = done_tx.clone();
-        async move {
-            let framing = req
-                .headers()
-                .get("transfer-encoding")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let mut body = req.into_body();
-            let (mut total, mut sum) = (0u64, Checksum::default());
-            while let Some(frame) = body.frame().await {
-                if let Ok(data) = frame.expect("upload body").into_data() {
-                    total += data.len() as u64;
-                    sum.update(&data);
-                }
-            }
-            let _ = done_tx.send((total, sum, framing)).await;
-            Response::new(full(format!("{total}")))
-        }
-    })
-    .await;
+    let (upstream, mut done_rx) = tally_upstream("transfer-encoding").await;
     let gw = Gateway::start("", &[route("/files/", upstream.addr, "")]).await;
 
     let base = Bytes::from(pseudo_random(64 * 1024, 0x2545_f491_4f6c_dd1d));

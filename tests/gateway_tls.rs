@@ -585,28 +585,7 @@ async fn http2_sse_events_arrive_one_by_one() {
 async fn http2_large_upload_streams_through_intact() {
     const CHUNK: usize = 1 << 20;
     const CHUNKS: usize = 64;
-    let (done_tx, mut done_rx) = mpsc::channel::<(u64, Checksum, Option<String>)>(1);
-    let upstream = http_upstream(move |req: Request<Incoming>| {
-        let done_tx = done_tx.clone();
-        async move {
-            let length = req
-                .headers()
-                .get("content-length")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let mut body = req.into_body();
-            let (mut total, mut sum) = (0u64, Checksum::default());
-            while let Some(frame) = body.frame().await {
-                if let Ok(data) = frame.expect("upload body").into_data() {
-                    total += data.len() as u64;
-                    sum.update(&data);
-                }
-            }
-            let _ = done_tx.send((total, sum, length)).await;
-            Response::new(full(total.to_string()))
-        }
-    })
-    .await;
+    let (upstream, mut done_rx) = tally_upstream("content-length").await;
     let (_dir, cert, key) = cert_paths();
     let gw = Gateway::start_tls(
         &tls_table(&cert, &key, ""),

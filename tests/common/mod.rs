@@ -939,6 +939,40 @@ impl Checksum {
     }
 }
 
+/// What [`tally_upstream`] saw of one upload: bytes, their checksum, and the value of the header
+/// it was asked to report.
+pub type Tally = (u64, Checksum, Option<String>);
+
+/// An upstream that reads each request body to its end, answers with the byte count, and reports
+/// the bytes, their checksum and the request's `header` on the receiver.
+pub async fn tally_upstream(
+    header: &'static str,
+) -> (Upstream, tokio::sync::mpsc::Receiver<Tally>) {
+    let (done_tx, done_rx) = tokio::sync::mpsc::channel::<Tally>(1);
+    let upstream = http_upstream(move |req: Request<Incoming>| {
+        let done_tx = done_tx.clone();
+        async move {
+            let value = req
+                .headers()
+                .get(header)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let mut body = req.into_body();
+            let (mut total, mut sum) = (0u64, Checksum::default());
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.expect("upload body").into_data() {
+                    total += data.len() as u64;
+                    sum.update(&data);
+                }
+            }
+            let _ = done_tx.send((total, sum, value)).await;
+            Response::new(full(total.to_string()))
+        }
+    })
+    .await;
+    (upstream, done_rx)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Authentication
 // ---------------------------------------------------------------------------------------------
