@@ -47,10 +47,10 @@ impl UpstreamClient {
         match tokio::time::timeout(timeout, self.connections.send(upstream, req)).await {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(Err(PoolError::Connect(e))) => Err(UpstreamError::Unreachable(describe(&e))),
-            Ok(Err(PoolError::Exchange(e))) if client_body_failed(&e) => {
-                Err(UpstreamError::ClientBody(describe(&e)))
+            Ok(Err(PoolError::Exchange(e))) if client_body_failed(&*e) => {
+                Err(UpstreamError::ClientBody(describe(&*e)))
             }
-            Ok(Err(PoolError::Exchange(e))) => Err(UpstreamError::Failed(describe(&e))),
+            Ok(Err(PoolError::Exchange(e))) => Err(UpstreamError::Failed(describe(&*e))),
             Ok(Ok(resp)) => Ok(resp),
         }
     }

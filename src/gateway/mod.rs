@@ -22,6 +22,7 @@ pub mod server;
 pub mod tls;
 pub mod tunnel;
 pub mod vast_portal;
+pub mod wire;
 pub mod workers;
 
 use std::net::IpAddr;

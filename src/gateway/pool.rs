@@ -5,6 +5,9 @@
 //! the pool when the response body has been read to its end ([`PooledBody`]); one whose body was
 //! abandoned is closed, as HTTP/1.1 cannot reuse it.
 //!
+//! Body-less requests (all but uploads and upgrades) travel on plain sockets with the gateway's
+//! own codec ([`super::wire`]); the rest on hyper connections. Each kind has its own idle list.
+//!
 //! An app closes idle keep-alive connections when it likes (uvicorn after 5 s, gunicorn after
 //! 2 s), and a request can be written to one just as it closes. Such a request is sent again on a
 //! new connection when that cannot do harm: it was not written at all, or it was written but is
@@ -16,16 +19,19 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::uri::Authority;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::gather::Gather;
+use super::wire::{self, Decoder, Step, WireError};
+use super::BoxError;
 
 type Sender = SendRequest<RequestBody>;
 
@@ -41,10 +47,26 @@ struct Idle {
     since: Instant,
 }
 
+/// A plain socket between two responses.
+struct RawIdle {
+    conn: RawConn,
+    since: Instant,
+}
+
+/// A socket to an upstream and what has been read from it but not used yet.
+struct RawConn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// Bytes read from an upstream at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
 #[derive(Default)]
 struct Pool {
     /// By upstream address as written in the config (hashing an `Authority` goes byte by byte).
     idle: HashMap<Box<str>, Vec<Idle>>,
+    raw: HashMap<Box<str>, Vec<RawIdle>>,
     /// A sweeper task runs on this thread.
     sweeping: bool,
 }
@@ -59,7 +81,7 @@ pub enum PoolError {
     /// The connection could not be opened.
     Connect(std::io::Error),
     /// The exchange failed after the connection was open.
-    Exchange(hyper::Error),
+    Exchange(BoxError),
 }
 
 /// Opens and reuses connections to upstreams.
@@ -76,6 +98,11 @@ impl Connections {
         authority: &Authority,
         mut req: Request<RequestBody>,
     ) -> Result<Response<PooledBody>, PoolError> {
+        if matches!(req.body(), RequestBody::Empty)
+            && !req.headers().contains_key(http::header::UPGRADE)
+        {
+            return self.send_plain(authority, req).await;
+        }
         let mut fresh_only = false;
         loop {
             let pooled = if fresh_only {
@@ -98,7 +125,7 @@ impl Connections {
                             authority: authority.clone(),
                             idle_timeout: self.idle_timeout,
                         });
-                    let body = PooledBody {
+                    let body = PooledBody::Hyper {
                         inner: Gather::new(body),
                         checkin,
                     };
@@ -112,7 +139,7 @@ impl Connections {
                         req = copy;
                         fresh_only = true;
                     }
-                    _ => return Err(PoolError::Exchange(e.into_error())),
+                    _ => return Err(PoolError::Exchange(e.into_error().into())),
                 },
             }
         }
@@ -132,6 +159,21 @@ impl Connections {
     }
 
     async fn connect(&self, authority: &Authority) -> Result<Sender, PoolError> {
+        let stream = self.open(authority).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| PoolError::Exchange(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// A new socket to `authority`, within the connect timeout.
+    async fn open(&self, authority: &Authority) -> Result<TcpStream, PoolError> {
         // `[::1]` in a URI is `::1` to the resolver.
         let host = authority
             .host()
@@ -157,17 +199,154 @@ impl Connections {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(PoolError::Exchange)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(stream)
     }
+
+    /// Sends a body-less request on a plain socket: written as one buffer, answered into a
+    /// [`PooledBody::Plain`]. A pooled socket the upstream closed meanwhile is replaced as
+    /// [`Connections::send`] does it.
+    async fn send_plain(
+        &self,
+        authority: &Authority,
+        req: Request<RequestBody>,
+    ) -> Result<Response<PooledBody>, PoolError> {
+        let (parts, _) = req.into_parts();
+        let mut head = Vec::with_capacity(256 + 64 * parts.headers.len());
+        wire::encode_request(&parts, &mut head);
+        let idempotent = parts.method.is_idempotent();
+        let mut fresh_only = false;
+        loop {
+            let pooled = if fresh_only {
+                None
+            } else {
+                checkout_plain(authority, self.idle_timeout, !idempotent)
+            };
+            let reused = pooled.is_some();
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => RawConn {
+                    stream: self.open(authority).await?,
+                    buf: BytesMut::new(),
+                },
+            };
+            match exchange(&mut conn, &head, &parts.method).await {
+                Ok(resp) => {
+                    let keep = resp.keep_alive.then(|| PlainCheckin {
+                        authority: authority.as_str().into(),
+                        idle_timeout: self.idle_timeout,
+                    });
+                    let body = PlainBody {
+                        decoder: Decoder::new(resp.framing),
+                        conn: Some(conn),
+                        keep,
+                    };
+                    return Ok(Response::from_parts(resp.parts, PooledBody::Plain(body)));
+                }
+                Err(Exchange::Closed(e)) if reused && idempotent => {
+                    tracing::debug!(error = %e, "pooled connection closed under a request; sending it again");
+                    fresh_only = true;
+                }
+                Err(Exchange::Closed(e) | Exchange::Io(e)) => {
+                    return Err(PoolError::Exchange(e.into()))
+                }
+                Err(Exchange::Wire(e)) => return Err(PoolError::Exchange(e.into())),
+            }
+        }
+    }
+}
+
+/// How a plain exchange failed.
+enum Exchange {
+    /// Closed or reset before any byte of an answer: the request may not have been seen.
+    Closed(std::io::Error),
+    Io(std::io::Error),
+    Wire(WireError),
+}
+
+/// Writes `head` and reads the response head.
+async fn exchange(
+    conn: &mut RawConn,
+    head: &[u8],
+    method: &Method,
+) -> Result<wire::ResponseHead, Exchange> {
+    if let Err(e) = conn.stream.write_all(head).await {
+        return Err(if closed(&e) {
+            Exchange::Closed(e)
+        } else {
+            Exchange::Io(e)
+        });
+    }
+    loop {
+        if !conn.buf.is_empty() {
+            if let Some(resp) =
+                wire::parse_response(&mut conn.buf, method).map_err(Exchange::Wire)?
+            {
+                return Ok(resp);
+            }
+        }
+        let answered = !conn.buf.is_empty();
+        match read_more(conn).await {
+            Ok(0) if answered => {
+                return Err(Exchange::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed inside the response head",
+                )))
+            }
+            Ok(0) => {
+                return Err(Exchange::Closed(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed before a response",
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if !answered && closed(&e) => return Err(Exchange::Closed(e)),
+            Err(e) => return Err(Exchange::Io(e)),
+        }
+    }
+}
+
+fn closed(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// Reads what the socket has into the connection's buffer.
+async fn read_more(conn: &mut RawConn) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| poll_read_more(conn, cx)).await
+}
+
+fn poll_read_more(conn: &mut RawConn, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+    if conn.buf.capacity() - conn.buf.len() < READ_CHUNK / 8 {
+        conn.buf.reserve(READ_CHUNK);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf)
+}
+
+/// An idle plain socket to `authority`, newest first. With `probe`, one the upstream has
+/// closed is recognised before use (a request that must not be sent twice needs that).
+fn checkout_plain(authority: &Authority, idle_timeout: Duration, probe: bool) -> Option<RawConn> {
+    POOL.with_borrow_mut(|pool| {
+        let list = pool.raw.get_mut(authority.as_str())?;
+        while let Some(idle) = list.pop() {
+            if idle.since.elapsed() >= idle_timeout || (probe && !still_open(&idle.conn.stream)) {
+                continue;
+            }
+            return Some(idle.conn);
+        }
+        None
+    })
+}
+
+/// An idle socket is open if reading it would block: EOF, an error or stray bytes all mean it
+/// cannot carry a request.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// A request that may be sent twice: idempotent, without a body.
@@ -251,7 +430,7 @@ impl HttpBody for RequestBody {
 }
 
 /// What goes back to the pool once a response has been read.
-struct Checkin {
+pub struct Checkin {
     sender: Sender,
     authority: Authority,
     idle_timeout: Duration,
@@ -299,11 +478,15 @@ impl Checkin {
             !std::mem::replace(&mut pool.sweeping, true)
         });
         if start_sweeper {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn(sweep(idle_timeout))),
-                Err(_) => POOL.with_borrow_mut(|pool| pool.sweeping = false),
-            }
+            start_sweeping(idle_timeout);
         }
+    }
+}
+
+fn start_sweeping(idle_timeout: Duration) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn(sweep(idle_timeout))),
+        Err(_) => POOL.with_borrow_mut(|pool| pool.sweeping = false),
     }
 }
 
@@ -316,7 +499,13 @@ async fn sweep(idle_timeout: Duration) {
                 list.retain(|idle| !idle.sender.is_closed() && idle.since.elapsed() < idle_timeout);
                 !list.is_empty()
             });
-            let empty = pool.idle.is_empty();
+            pool.raw.retain(|_, list| {
+                list.retain(|idle| {
+                    idle.since.elapsed() < idle_timeout && still_open(&idle.conn.stream)
+                });
+                !list.is_empty()
+            });
+            let empty = pool.idle.is_empty() && pool.raw.is_empty();
             if empty {
                 pool.sweeping = false;
             }
@@ -330,51 +519,71 @@ async fn sweep(idle_timeout: Duration) {
 
 /// An upstream's response body; its connection returns to the pool when it has been read to the
 /// end (or is closed if the body is dropped before).
-pub struct PooledBody {
-    inner: Gather<Incoming>,
-    checkin: Option<Checkin>,
+pub enum PooledBody {
+    Hyper {
+        inner: Gather<Incoming>,
+        checkin: Option<Checkin>,
+    },
+    Plain(PlainBody),
 }
 
 impl PooledBody {
     /// Gives the connection back if the body is complete.
     fn settle(&mut self) {
-        if self.inner.is_end_stream() {
-            if let Some(checkin) = self.checkin.take() {
-                checkin.release();
+        match self {
+            PooledBody::Hyper { inner, checkin } => {
+                if inner.is_end_stream() {
+                    if let Some(checkin) = checkin.take() {
+                        checkin.release();
+                    }
+                }
             }
+            PooledBody::Plain(body) => body.settle(),
         }
     }
 }
 
 impl HttpBody for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let (inner, checkin) = match &mut *self {
+            PooledBody::Plain(body) => return body.poll_frame(cx),
+            PooledBody::Hyper { inner, checkin } => (inner, checkin),
+        };
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => {
-                if let Some(checkin) = this.checkin.take() {
+                if let Some(checkin) = checkin.take() {
                     checkin.release();
                 }
             }
-            Poll::Ready(Some(Ok(_))) => this.settle(),
-            Poll::Ready(Some(Err(_))) => this.checkin = None,
+            Poll::Ready(Some(Ok(_))) => self.settle(),
+            Poll::Ready(Some(Err(_))) => *checkin = None,
             Poll::Pending => {}
         }
-        polled
+        polled.map(|frame| frame.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            PooledBody::Hyper { inner, .. } => inner.is_end_stream(),
+            PooledBody::Plain(body) => body.decoder.is_done(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self {
+            PooledBody::Hyper { inner, .. } => inner.size_hint(),
+            PooledBody::Plain(body) => match body.decoder.remaining() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+        }
     }
 }
 
@@ -382,5 +591,102 @@ impl Drop for PooledBody {
     fn drop(&mut self) {
         // A body nobody read (HEAD, 204, 304, an empty 200) is complete too.
         self.settle();
+    }
+}
+
+/// A response body read from a plain socket; the socket goes back to the idle list at the
+/// body's end when the response allows it.
+pub struct PlainBody {
+    decoder: Decoder,
+    conn: Option<RawConn>,
+    keep: Option<PlainCheckin>,
+}
+
+/// Where a plain socket goes back to.
+struct PlainCheckin {
+    authority: Box<str>,
+    idle_timeout: Duration,
+}
+
+impl PlainBody {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match self.decoder.step(&mut conn.buf) {
+                Ok(Step::Data(data)) => {
+                    if self.decoder.is_done() {
+                        self.settle();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Step::End) => {
+                    self.settle();
+                    return Poll::Ready(None);
+                }
+                Ok(Step::More) => {}
+                Err(e) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+            match poll_read_more(conn, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    self.conn = None;
+                    // A close-delimited body ends here; any other was cut short.
+                    if self.decoder.remaining().is_none() && !self.decoder.is_chunked() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Err(WireError::Truncated.into())));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+
+    /// Parks the socket if the body is complete and nothing follows it; closes it if the
+    /// response said so.
+    fn settle(&mut self) {
+        if !self.decoder.is_done() {
+            return;
+        }
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if let Some(keep) = self.keep.take() {
+            if conn.buf.is_empty() {
+                park_plain(conn, keep);
+            }
+        }
+    }
+}
+
+fn park_plain(mut conn: RawConn, keep: PlainCheckin) {
+    // Shrink a buffer a large body grew, rather than keep it while idle.
+    if conn.buf.capacity() > READ_CHUNK {
+        conn.buf = BytesMut::new();
+    }
+    let start_sweeper = POOL.with_borrow_mut(|pool| {
+        let list = match pool.raw.get_mut(&keep.authority) {
+            Some(list) => list,
+            None => pool.raw.entry(keep.authority).or_default(),
+        };
+        if list.len() >= MAX_IDLE {
+            list.remove(0); // the oldest
+        }
+        list.push(RawIdle {
+            conn,
+            since: Instant::now(),
+        });
+        !std::mem::replace(&mut pool.sweeping, true)
+    });
+    if start_sweeper {
+        start_sweeping(keep.idle_timeout);
     }
 }

@@ -1,0 +1,595 @@
+//! A lean HTTP/1.1 codec for the requests that need nothing more: heads parsed with `httparse`
+//! straight into `http` types, heads written into one buffer, bodies framed by length or chunks.
+//!
+//! The gateway's hot path is body-less requests (pages, assets, API polls, event streams). hyper
+//! serves them correctly but spends more on its general machinery (a task and a channel per
+//! upstream connection, a dispatcher per side) than the proxying itself costs. This codec carries
+//! exactly those requests ([`super::pool`] toward the upstreams, [`super::express`] toward the
+//! clients); every request with a body or an upgrade still goes through hyper.
+//!
+//! It is strict where a proxy must be: a response's framing follows RFC 9112 §6.3 (a HEAD, 1xx,
+//! 204 or 304 has no body; `Transfer-Encoding` beats `Content-Length`; differing lengths are an
+//! error), and chunk sizes, line ends and head sizes are checked before anything is handed on.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+/// The most header lines a head may have (hyper's limit too).
+pub const MAX_HEADERS: usize = 100;
+
+/// The largest head accepted, in bytes.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// The longest chunk-size line or trailer section accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// A message that breaks the protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("malformed message head: {0}")]
+    Head(&'static str),
+    #[error("message head larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("malformed chunked body: {0}")]
+    Chunk(&'static str),
+    #[error("connection closed before the body ended")]
+    Truncated,
+}
+
+/// How a body's end is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body at all.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Everything until the connection closes.
+    Close,
+}
+
+/// An upstream's response head.
+pub struct ResponseHead {
+    pub parts: http::response::Parts,
+    pub framing: Framing,
+    /// The connection may carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// Parses a response head at the start of `buf`, removing it from `buf` when complete.
+/// Informational answers (`100 Continue`, `103 Early Hints`) are skipped; a `101` is returned
+/// as it is. `Ok(None)`: the head is not complete yet.
+pub fn parse_response(
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<Option<ResponseHead>, WireError> {
+    loop {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut slots);
+        let len = match resp.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Err(WireError::HeadTooLarge)
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(WireError::Head("too many headers"))
+            }
+            Err(_) => return Err(WireError::Head("not an HTTP/1.x response")),
+        };
+        let code = resp.code.unwrap_or(0);
+        let status =
+            StatusCode::from_u16(code).map_err(|_| WireError::Head("invalid status code"))?;
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            buf.advance(len);
+            continue;
+        }
+        let version = match resp.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        let spans = spans(buf, resp.headers);
+        let head = buf.split_to(len).freeze();
+        let headers = header_map(&head, &spans)?;
+
+        let mut keep_alive = version == Version::HTTP_11;
+        for value in headers.get_all(http::header::CONNECTION) {
+            for token in value.as_bytes().split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                    keep_alive = true;
+                }
+            }
+        }
+        let framing = if *method == Method::HEAD
+            || status == StatusCode::SWITCHING_PROTOCOLS
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            Framing::Empty
+        } else if headers.contains_key(http::header::TRANSFER_ENCODING) {
+            // A length beside a transfer coding is ignored, but such a message is suspect:
+            // the connection is not used again.
+            if headers.contains_key(http::header::CONTENT_LENGTH) {
+                keep_alive = false;
+            }
+            if version == Version::HTTP_11 && ends_chunked(&headers) {
+                Framing::Chunked
+            } else {
+                Framing::Close
+            }
+        } else if headers.contains_key(http::header::CONTENT_LENGTH) {
+            Framing::Length(
+                content_length(&headers).ok_or(WireError::Head("invalid Content-Length"))?,
+            )
+        } else {
+            Framing::Close
+        };
+        if framing == Framing::Close {
+            keep_alive = false;
+        }
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.status = status;
+        parts.version = version;
+        parts.headers = headers;
+        return Ok(Some(ResponseHead {
+            parts,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+/// Where each header's name and value lie in the buffer `headers` were parsed from.
+fn spans(buf: &[u8], headers: &[httparse::Header<'_>]) -> Vec<(usize, usize, usize, usize)> {
+    let base = buf.as_ptr() as usize;
+    headers
+        .iter()
+        .map(|h| {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            (name, h.name.len(), value, h.value.len())
+        })
+        .collect()
+}
+
+/// The header map of a head, its values sharing the head's memory.
+fn header_map(
+    head: &Bytes,
+    spans: &[(usize, usize, usize, usize)],
+) -> Result<HeaderMap, WireError> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &(name, name_len, value, value_len) in spans {
+        let name = HeaderName::from_bytes(&head[name..name + name_len])
+            .map_err(|_| WireError::Head("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+            .map_err(|_| WireError::Head("invalid header value"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// Whether the last transfer coding is `chunked`.
+fn ends_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
+        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// The one length all `Content-Length` values agree on; `None` if any is not a number or two
+/// differ.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut length = None;
+    for value in headers.get_all(http::header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|b| *b == b',') {
+            let n = digits(part.trim_ascii())?;
+            if length.is_some_and(|l| l != n) {
+                return None;
+            }
+            length = Some(n);
+        }
+    }
+    length
+}
+
+fn digits(text: &[u8]) -> Option<u64> {
+    if text.is_empty() {
+        return None;
+    }
+    text.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit()
+            .then_some(())
+            .and_then(|()| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
+    })
+}
+
+/// Appends a request head (origin-form target, HTTP/1.1) to `out`.
+pub fn encode_request(parts: &http::request::Parts, out: &mut Vec<u8>) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    encode_headers(&parts.headers, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `name: value` lines.
+pub fn encode_headers(headers: &HeaderMap, out: &mut Vec<u8>) {
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// What a body decoder found in the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Body bytes.
+    Data(Bytes),
+    /// The buffer holds no more of the body; read more (or, for [`Framing::Close`], end at EOF).
+    More,
+    /// The body is complete; what is left in the buffer is not part of it.
+    End,
+}
+
+/// Takes a body apart as it arrives.
+#[derive(Debug)]
+pub struct Decoder {
+    state: State,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Length(u64),
+    Close,
+    ChunkSize,
+    ChunkData(u64),
+    ChunkEnd,
+    Trailers(usize),
+    Done,
+}
+
+impl Decoder {
+    pub fn new(framing: Framing) -> Decoder {
+        let state = match framing {
+            Framing::Empty | Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::Close => State::Close,
+        };
+        Decoder { state }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    pub fn is_chunked(&self) -> bool {
+        matches!(
+            self.state,
+            State::ChunkSize | State::ChunkData(_) | State::ChunkEnd | State::Trailers(_)
+        )
+    }
+
+    /// Body bytes still to come, when known.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.state {
+            State::Length(n) => Some(n),
+            State::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The next piece of the body from `buf`.
+    pub fn step(&mut self, buf: &mut BytesMut) -> Result<Step, WireError> {
+        loop {
+            match self.state {
+                State::Done => return Ok(Step::End),
+                State::Length(_) | State::ChunkData(_) if buf.is_empty() => return Ok(Step::More),
+                State::Length(n) => {
+                    let take = take_up_to(buf, n);
+                    let left = n - take.len() as u64;
+                    self.state = if left == 0 {
+                        State::Done
+                    } else {
+                        State::Length(left)
+                    };
+                    return Ok(Step::Data(take));
+                }
+                State::Close if buf.is_empty() => return Ok(Step::More),
+                State::Close => return Ok(Step::Data(buf.split().freeze())),
+                State::ChunkSize => {
+                    let Some(line) = take_line(buf, MAX_CHUNK_LINE)? else {
+                        return Ok(Step::More);
+                    };
+                    let size = chunk_size(&line)?;
+                    self.state = if size == 0 {
+                        State::Trailers(0)
+                    } else {
+                        State::ChunkData(size)
+                    };
+                }
+                State::ChunkData(n) => {
+                    let take = take_up_to(buf, n);
+                    let left = n - take.len() as u64;
+                    self.state = if left == 0 {
+                        State::ChunkEnd
+                    } else {
+                        State::ChunkData(left)
+                    };
+                    return Ok(Step::Data(take));
+                }
+                State::ChunkEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Step::More);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(WireError::Chunk("chunk data not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    self.state = State::ChunkSize;
+                }
+                State::Trailers(seen) => {
+                    let Some(line) = take_line(buf, MAX_TRAILERS - seen)? else {
+                        return Ok(Step::More);
+                    };
+                    // Trailer fields are dropped: nothing the gateway forwards uses them.
+                    self.state = if line.is_empty() {
+                        State::Done
+                    } else {
+                        State::Trailers(seen + line.len() + 2)
+                    };
+                }
+            }
+        }
+    }
+}
+
+fn take_up_to(buf: &mut BytesMut, n: u64) -> Bytes {
+    let take = usize::try_from(n).map_or(buf.len(), |n| n.min(buf.len()));
+    buf.split_to(take).freeze()
+}
+
+/// One CRLF-terminated line (without its CRLF), if complete.
+fn take_line(buf: &mut BytesMut, limit: usize) -> Result<Option<BytesMut>, WireError> {
+    match buf.iter().position(|b| *b == b'\n') {
+        Some(end) => {
+            if end == 0 || buf[end - 1] != b'\r' {
+                return Err(WireError::Chunk("line not ended by CRLF"));
+            }
+            if end + 1 > limit {
+                return Err(WireError::Chunk("line too long"));
+            }
+            let mut line = buf.split_to(end + 1);
+            line.truncate(end - 1);
+            Ok(Some(line))
+        }
+        None if buf.len() >= limit => Err(WireError::Chunk("line too long")),
+        None => Ok(None),
+    }
+}
+
+/// `chunk-size [ BWS ";" chunk-ext ]`
+fn chunk_size(line: &[u8]) -> Result<u64, WireError> {
+    let hex_len = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if hex_len == 0 {
+        return Err(WireError::Chunk("no chunk size"));
+    }
+    if hex_len > 16 {
+        return Err(WireError::Chunk("chunk size too large"));
+    }
+    let rest = &line[hex_len..];
+    let ext = rest.trim_ascii_start();
+    if !ext.is_empty() && ext[0] != b';' {
+        return Err(WireError::Chunk("invalid chunk size"));
+    }
+    if rest.iter().any(|b| *b == b'\r' || *b == b'\n' || *b == 0) {
+        return Err(WireError::Chunk("control character in a chunk line"));
+    }
+    let mut size = 0u64;
+    for &b in &line[..hex_len] {
+        let digit = (b as char).to_digit(16).unwrap_or(0);
+        size = size
+            .checked_mul(16)
+            .and_then(|s| s.checked_add(u64::from(digit)))
+            .ok_or(WireError::Chunk("chunk size too large"))?;
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, method: Method) -> Result<Option<ResponseHead>, WireError> {
+        parse_response(&mut BytesMut::from(text), &method)
+    }
+
+    fn decode_all(framing: Framing, input: &[&[u8]]) -> Result<(Vec<u8>, bool), WireError> {
+        let mut decoder = Decoder::new(framing);
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        for piece in input {
+            buf.extend_from_slice(piece);
+            loop {
+                match decoder.step(&mut buf)? {
+                    Step::Data(d) => body.extend_from_slice(&d),
+                    Step::More => break,
+                    Step::End => return Ok((body, true)),
+                }
+            }
+        }
+        Ok((body, decoder.is_done()))
+    }
+
+    #[test]
+    fn response_framing_follows_the_rules() {
+        let head = |t: &str, m: Method| parse(t, m).unwrap().unwrap();
+        let r = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            Method::GET,
+        );
+        assert_eq!((r.framing, r.keep_alive), (Framing::Length(5), true));
+        let r = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::HEAD);
+        assert_eq!(r.framing, Framing::Empty);
+        let r = head(
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!(r.framing, Framing::Empty);
+        let r = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!((r.framing, r.keep_alive), (Framing::Chunked, true));
+        let r = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!((r.framing, r.keep_alive), (Framing::Chunked, false));
+        let r = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!((r.framing, r.keep_alive), (Framing::Close, false));
+        let r = head("HTTP/1.1 200 OK\r\n\r\n", Method::GET);
+        assert_eq!((r.framing, r.keep_alive), (Framing::Close, false));
+        let r = head(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!((r.framing, r.keep_alive), (Framing::Length(0), false));
+        let r = head("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", Method::GET);
+        assert!(!r.keep_alive);
+        let r = head(
+            "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 1\r\n\r\n",
+            Method::GET,
+        );
+        assert!(r.keep_alive);
+        let r = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!(r.framing, Framing::Length(7));
+    }
+
+    #[test]
+    fn bad_lengths_and_heads_are_errors() {
+        for text in [
+            "HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+            "SSH-2.0-OpenSSH\r\n\r\n",
+        ] {
+            assert!(parse(text, Method::GET).is_err(), "{text:?}");
+        }
+        assert!(parse("HTTP/1.1 200 OK\r\nContent-Le", Method::GET)
+            .unwrap()
+            .is_none());
+        let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD + 1));
+        assert!(matches!(
+            parse(&huge, Method::GET),
+            Err(WireError::HeadTooLarge)
+        ));
+    }
+
+    #[test]
+    fn informational_answers_are_skipped_and_the_rest_stays_in_the_buffer() {
+        let mut buf = BytesMut::from(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\
+             HTTP/1.1 200 OK\r\nX-Thing: v\r\nContent-Length: 2\r\n\r\nhi",
+        );
+        let r = parse_response(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!(r.parts.status, StatusCode::OK);
+        assert_eq!(r.parts.headers["x-thing"], "v");
+        assert!(!r.parts.headers.contains_key("link"));
+        assert_eq!(&buf[..], b"hi");
+        let mut buf = BytesMut::from("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n");
+        let r = parse_response(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!(r.parts.status, StatusCode::SWITCHING_PROTOCOLS);
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let wire: &[u8] = b"5;ext=1\r\nhello\r\n6 ; x\r\n world\r\n0\r\nTrailer: t\r\n\r\nNEXT";
+        for split in 0..wire.len() {
+            let (body, done) =
+                decode_all(Framing::Chunked, &[&wire[..split], &wire[split..]]).unwrap();
+            assert!(done, "split at {split}");
+            assert_eq!(body, b"hello world", "split at {split}");
+        }
+        // Byte by byte, and what follows the body stays.
+        let mut decoder = Decoder::new(Framing::Chunked);
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        for &b in wire {
+            buf.extend_from_slice(&[b]);
+            while let Step::Data(d) = decoder.step(&mut buf).unwrap() {
+                body.extend_from_slice(&d);
+            }
+        }
+        assert!(decoder.is_done());
+        assert_eq!(body, b"hello world");
+        assert_eq!(&buf[..], b"NEXT");
+    }
+
+    #[test]
+    fn broken_chunks_are_errors() {
+        for wire in [
+            &b"zz\r\n"[..],
+            b"5\r\nhelloXX",
+            b"5\nhello\r\n",
+            b"-5\r\n",
+            b"11111111111111111\r\n",
+            b"5 x\r\nhello\r\n",
+        ] {
+            assert!(decode_all(Framing::Chunked, &[wire]).is_err(), "{wire:?}");
+        }
+        let long = vec![b'1'; MAX_CHUNK_LINE + 10];
+        assert!(decode_all(Framing::Chunked, &[&long]).is_err());
+    }
+
+    #[test]
+    fn length_and_close_bodies() {
+        let (body, done) = decode_all(Framing::Length(5), &[b"he", b"lloEXTRA"]).unwrap();
+        assert_eq!((body.as_slice(), done), (&b"hello"[..], true));
+        let (body, done) = decode_all(Framing::Close, &[b"ab", b"cd"]).unwrap();
+        assert_eq!((body.as_slice(), done), (&b"abcd"[..], false));
+        assert!(Decoder::new(Framing::Empty).is_done());
+        assert!(Decoder::new(Framing::Length(0)).is_done());
+    }
+
+    #[test]
+    fn request_heads_are_written_in_origin_form() {
+        let mut req = http::Request::builder()
+            .method(Method::GET)
+            .uri("/a/b?c=d")
+            .header("host", "box:8000")
+            .header("x-forwarded-for", "1.2.3.4")
+            .body(())
+            .unwrap();
+        req.headers_mut()
+            .append("x-forwarded-for", HeaderValue::from_static("5.6.7.8"));
+        let mut out = Vec::new();
+        encode_request(&req.into_parts().0, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /a/b?c=d HTTP/1.1\r\nhost: box:8000\r\nx-forwarded-for: 1.2.3.4\r\n\
+             x-forwarded-for: 5.6.7.8\r\n\r\n"
+        );
+    }
+}
