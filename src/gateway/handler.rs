@@ -8,7 +8,6 @@ use std::time::{Instant, SystemTime};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::access_log::{rfc3339, Logged, Record};
@@ -37,7 +36,11 @@ const RETRY_SECS: u32 = 5;
 
 impl Gateway {
     /// Serves one request; never fails (every problem becomes a response).
-    pub async fn handle(self: Arc<Self>, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        conn: ConnInfo,
+        req: Request<RequestBody>,
+    ) -> Response<Body> {
         let started = Instant::now();
         let snapshot = self.snapshot.load_full();
         let trusted = snapshot.is_trusted(conn.peer.ip());
@@ -90,7 +93,7 @@ impl Gateway {
         snapshot: &Snapshot,
         conn: ConnInfo,
         trusted: bool,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         record: &mut Record,
     ) -> Response<Body> {
         let uri = req.uri().clone();
@@ -276,7 +279,7 @@ impl Gateway {
             .upstreams
             .send(
                 &route.upstream,
-                Request::from_parts(parts, RequestBody::from_client(body)),
+                Request::from_parts(parts, body),
                 route.response_timeout,
             )
             .await

@@ -57,10 +57,14 @@ struct RawIdle {
 struct RawConn {
     stream: TcpStream,
     buf: BytesMut,
+    /// The space the next read gets.
+    read_size: usize,
 }
 
-/// Bytes read from an upstream at a time.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read from an upstream at a time: small answers fit the first size; a read that fills
+/// its space doubles the next, up to the largest (fewer system calls for big bodies).
+const READ_FIRST: usize = 8 * 1024;
+const READ_MAX: usize = 256 * 1024;
 
 #[derive(Default)]
 struct Pool {
@@ -96,13 +100,23 @@ impl Connections {
     pub async fn send(
         &self,
         authority: &Authority,
-        mut req: Request<RequestBody>,
+        req: Request<RequestBody>,
     ) -> Result<Response<PooledBody>, PoolError> {
         if matches!(req.body(), RequestBody::Empty)
             && !req.headers().contains_key(http::header::UPGRADE)
         {
             return self.send_plain(authority, req).await;
         }
+        // Boxed: its future is large and the hot path above should not carry (and copy) it.
+        Box::pin(self.send_hyper(authority, req)).await
+    }
+
+    /// Sends `req` on a hyper connection (bodies, upgrades).
+    async fn send_hyper(
+        &self,
+        authority: &Authority,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<PooledBody>, PoolError> {
         let mut fresh_only = false;
         loop {
             let pooled = if fresh_only {
@@ -225,8 +239,10 @@ impl Connections {
             let mut conn = match pooled {
                 Some(conn) => conn,
                 None => RawConn {
-                    stream: self.open(authority).await?,
+                    // Boxed: rare, and its future would enlarge (and slow) every request's.
+                    stream: Box::pin(self.open(authority)).await?,
                     buf: BytesMut::new(),
+                    read_size: READ_FIRST,
                 },
             };
             match exchange(&mut conn, &head, &parts.method).await {
@@ -321,10 +337,15 @@ async fn read_more(conn: &mut RawConn) -> std::io::Result<usize> {
 }
 
 fn poll_read_more(conn: &mut RawConn, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-    if conn.buf.capacity() - conn.buf.len() < READ_CHUNK / 8 {
-        conn.buf.reserve(READ_CHUNK);
+    if conn.buf.capacity() - conn.buf.len() < conn.read_size / 4 {
+        conn.buf.reserve(conn.read_size);
     }
-    tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf)
+    let space = conn.buf.capacity() - conn.buf.len();
+    let read = tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf);
+    if matches!(read, Poll::Ready(Ok(n)) if n == space) {
+        conn.read_size = (conn.read_size * 2).min(READ_MAX);
+    }
+    read
 }
 
 /// An idle plain socket to `authority`, newest first. With `probe`, one the upstream has
@@ -669,8 +690,9 @@ impl PlainBody {
 
 fn park_plain(mut conn: RawConn, keep: PlainCheckin) {
     // Shrink a buffer a large body grew, rather than keep it while idle.
-    if conn.buf.capacity() > READ_CHUNK {
+    if conn.buf.capacity() > READ_FIRST {
         conn.buf = BytesMut::new();
+        conn.read_size = READ_FIRST;
     }
     let start_sweeper = POOL.with_borrow_mut(|pool| {
         let list = match pool.raw.get_mut(&keep.authority) {

@@ -23,8 +23,9 @@ use tokio_util::task::TaskTracker;
 use super::access_log::{AccessLogger, RequestIds};
 use super::forward::UpstreamClient;
 use super::handler::ConnInfo;
+use super::pool::RequestBody;
 use super::workers::Workers;
-use super::{pages, tls, vast_portal};
+use super::{express, pages, tls, vast_portal};
 use super::{Gateway, Snapshot};
 use crate::config::{Config, ConfigError};
 use crate::supervisor::Board;
@@ -280,7 +281,7 @@ fn serve_connection(
                 peer,
                 proto: "http",
             };
-            return serve_http(gateway, watcher, stream, conn, header_timeout).await;
+            return express::serve(gateway, watcher, stream, conn, header_timeout).await;
         };
         if first[0] != tls::HANDSHAKE_RECORD {
             return redirect_to_https(stream, header_timeout).await;
@@ -291,7 +292,12 @@ fn serve_connection(
                     peer,
                     proto: "https",
                 };
-                serve_http(gateway, watcher, stream, conn, header_timeout).await;
+                // HTTP/2 was agreed on in the handshake: hyper serves it.
+                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    serve_hyper(gateway, watcher, stream, conn, header_timeout).await;
+                } else {
+                    express::serve(gateway, watcher, stream, conn, header_timeout).await;
+                }
             }
             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -299,9 +305,9 @@ fn serve_connection(
     });
 }
 
-/// Serves HTTP/1.1 (with upgrades) or HTTP/2 on one connection until it closes or the gateway
-/// shuts down.
-async fn serve_http<I>(
+/// Serves HTTP/1.1 (with upgrades) or HTTP/2 on one connection with hyper until it closes or
+/// the gateway shuts down.
+pub(super) async fn serve_hyper<I>(
     gateway: Arc<Gateway>,
     watcher: Watcher,
     io: I,
@@ -312,6 +318,7 @@ async fn serve_http<I>(
 {
     let service = service_fn(move |req| {
         let gw = gateway.clone();
+        let req = req.map(RequestBody::from_client);
         async move { Ok::<_, std::convert::Infallible>(gw.handle(conn_info, req).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -11,6 +11,8 @@
 //! 204 or 304 has no body; `Transfer-Encoding` beats `Content-Length`; differing lengths are an
 //! error), and chunk sizes, line ends and head sizes are checked before anything is handed on.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
@@ -67,9 +69,11 @@ pub fn parse_response(
     method: &Method,
 ) -> Result<Option<ResponseHead>, WireError> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut slots);
-        let len = match resp.parse(buf) {
+        let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
                 return Err(WireError::HeadTooLarge)
@@ -91,9 +95,9 @@ pub fn parse_response(
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        let spans = spans(buf, resp.headers);
+        let spans = Spans::of(buf, resp.headers);
         let head = buf.split_to(len).freeze();
-        let headers = header_map(&head, &spans)?;
+        let headers = header_map(&head, spans.as_slice())?;
 
         let mut keep_alive = version == Version::HTTP_11;
         for value in headers.get_all(http::header::CONNECTION) {
@@ -145,29 +149,145 @@ pub fn parse_response(
     }
 }
 
-/// Where each header's name and value lie in the buffer `headers` were parsed from.
-fn spans(buf: &[u8], headers: &[httparse::Header<'_>]) -> Vec<(usize, usize, usize, usize)> {
-    let base = buf.as_ptr() as usize;
-    headers
-        .iter()
-        .map(|h| {
+/// What the start of a client's buffer holds.
+#[allow(clippy::large_enum_variant)] // returned once per request, never stored: no box
+pub enum ClientHead {
+    /// Not a whole head yet.
+    Partial,
+    /// A body-less HTTP/1.1 request this codec serves. `close`: the client asked for the
+    /// connection to end after it.
+    Plain {
+        parts: http::request::Parts,
+        close: bool,
+    },
+    /// Anything else (a body, an upgrade, `Expect`, HTTP/1.0 or 2, a malformed or oversized
+    /// head): hyper serves it, from the first byte of the buffer.
+    Other,
+}
+
+/// Parses the request head at the start of `buf`, removing it from `buf` if it is
+/// [`ClientHead::Plain`].
+pub fn parse_request(buf: &mut BytesMut) -> ClientHead {
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return ClientHead::Partial,
+        _ => return ClientHead::Other,
+    };
+    if req.version != Some(1) {
+        return ClientHead::Other;
+    }
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return ClientHead::Other;
+    };
+    if !target.starts_with('/') || method == "CONNECT" {
+        return ClientHead::Other;
+    }
+    let mut hosts = 0;
+    let mut close = false;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            // An empty body announced as such is still no body.
+            if h.value != b"0" {
+                return ClientHead::Other;
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"expect")
+        {
+            return ClientHead::Other;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close |= h
+                .value
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+    }
+    if hosts != 1 {
+        return ClientHead::Other;
+    }
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return ClientHead::Other;
+    };
+    let target_at = target.as_ptr() as usize - buf.as_ptr() as usize;
+    let target_len = target.len();
+    let spans = Spans::of(buf, req.headers);
+    let head = buf.split_to(len).freeze();
+    let uri = http::Uri::from_maybe_shared(head.slice(target_at..target_at + target_len));
+    let (Ok(uri), Ok(headers)) = (uri, header_map(&head, spans.as_slice())) else {
+        // Put the head back: hyper answers it.
+        let mut back = BytesMut::from(&head[..]);
+        back.extend_from_slice(buf);
+        *buf = back;
+        return ClientHead::Other;
+    };
+    let mut parts = http::Request::new(()).into_parts().0;
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    parts.headers = headers;
+    ClientHead::Plain { parts, close }
+}
+
+/// Where a header's name and value lie in the buffer it was parsed from.
+#[derive(Clone, Copy, Default)]
+struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Header spans, on the stack for the usual few headers.
+#[allow(clippy::large_enum_variant)] // the point: no allocation for the usual case
+enum Spans {
+    Few([Span; FEW], usize),
+    Many(Vec<Span>),
+}
+
+/// Headers most messages stay within.
+const FEW: usize = 24;
+
+impl Spans {
+    /// The spans of `headers`, parsed from `buf`.
+    fn of(buf: &[u8], headers: &[httparse::Header<'_>]) -> Spans {
+        let base = buf.as_ptr() as usize;
+        let span = |h: &httparse::Header<'_>| {
             let name = h.name.as_ptr() as usize - base;
             let value = h.value.as_ptr() as usize - base;
-            (name, h.name.len(), value, h.value.len())
-        })
-        .collect()
+            Span {
+                name: (name, name + h.name.len()),
+                value: (value, value + h.value.len()),
+            }
+        };
+        if headers.len() > FEW {
+            return Spans::Many(headers.iter().map(span).collect());
+        }
+        let mut few = [Span::default(); FEW];
+        for (h, slot) in headers.iter().zip(few.iter_mut()) {
+            *slot = span(h);
+        }
+        Spans::Few(few, headers.len())
+    }
+
+    fn as_slice(&self) -> &[Span] {
+        match self {
+            Spans::Few(few, n) => &few[..*n],
+            Spans::Many(many) => many,
+        }
+    }
 }
 
 /// The header map of a head, its values sharing the head's memory.
-fn header_map(
-    head: &Bytes,
-    spans: &[(usize, usize, usize, usize)],
-) -> Result<HeaderMap, WireError> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for &(name, name_len, value, value_len) in spans {
-        let name = HeaderName::from_bytes(&head[name..name + name_len])
+fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, WireError> {
+    // Room for what the gateway adds (forwarding headers, a request id) without regrowing.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 8);
+    for span in spans {
+        let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
             .map_err(|_| WireError::Head("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
             .map_err(|_| WireError::Head("invalid header value"))?;
         headers.append(name, value);
     }
@@ -230,6 +350,137 @@ pub fn encode_headers(headers: &HeaderMap, out: &mut Vec<u8>) {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+}
+
+/// How a response to a client is framed, decided from its head and body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outgoing {
+    /// No body is written (HEAD, 1xx, 204, 304).
+    Bodiless,
+    /// The head carries this length.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// Appends a response head to `out`: the status line, the headers (framing headers replaced by
+/// `framing`'s), a `Date` if there is none, and `Connection: close` when the connection ends
+/// after it. A length from the headers wins over `known_length`, as hyper does it.
+pub fn encode_response(
+    parts: &http::response::Parts,
+    request_method: &Method,
+    known_length: Option<u64>,
+    close: bool,
+    out: &mut Vec<u8>,
+) -> Outgoing {
+    let status = parts.status;
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let no_body = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let stated = content_length(&parts.headers);
+    for (name, value) in &parts.headers {
+        if name == http::header::TRANSFER_ENCODING
+            || (name == http::header::CONTENT_LENGTH && (stated.is_none() || no_body))
+            || name == http::header::CONNECTION
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let framing = if no_body {
+        Outgoing::Bodiless
+    } else if let Some(n) = stated {
+        Outgoing::Length(n)
+    } else if let Some(n) = known_length.filter(|_| *request_method != Method::HEAD) {
+        // (A HEAD answer's empty body says nothing about the length of the resource.)
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa(n, &mut [0u8; 20]));
+        out.extend_from_slice(b"\r\n");
+        Outgoing::Length(n)
+    } else if *request_method == Method::HEAD {
+        Outgoing::Bodiless
+    } else {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Outgoing::Chunked
+    };
+    if !parts.headers.contains_key(http::header::DATE) {
+        out.extend_from_slice(b"date: ");
+        DATE.with_borrow_mut(|date| out.extend_from_slice(date.now()));
+        out.extend_from_slice(b"\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if *request_method == Method::HEAD {
+        Outgoing::Bodiless
+    } else {
+        framing
+    }
+}
+
+/// Decimal digits of `n`.
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+/// Appends a chunk-size line for `len` bytes.
+pub fn chunk_header(len: usize, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    let mut n = len;
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[n % 16];
+        n /= 16;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The `Date` header's text, formatted once a second per thread.
+struct DateCache {
+    second: u64,
+    text: String,
+}
+
+impl DateCache {
+    fn now(&mut self) -> &[u8] {
+        let now = std::time::SystemTime::now();
+        let second = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if second != self.second || self.text.is_empty() {
+            self.second = second;
+            self.text = httpdate::fmt_http_date(now);
+        }
+        self.text.as_bytes()
+    }
+}
+
+thread_local! {
+    static DATE: std::cell::RefCell<DateCache> = const {
+        std::cell::RefCell::new(DateCache { second: 0, text: String::new() })
+    };
 }
 
 /// What a body decoder found in the buffer.
@@ -571,6 +822,148 @@ mod tests {
         assert_eq!((body.as_slice(), done), (&b"abcd"[..], false));
         assert!(Decoder::new(Framing::Empty).is_done());
         assert!(Decoder::new(Framing::Length(0)).is_done());
+    }
+
+    fn client(text: &str) -> (ClientHead, BytesMut) {
+        let mut buf = BytesMut::from(text);
+        (parse_request(&mut buf), buf)
+    }
+
+    #[test]
+    fn plain_requests_are_taken_and_the_rest_left_for_hyper() {
+        let (head, rest) = client(
+            "GET /a?b=c HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\nGET /next",
+        );
+        let ClientHead::Plain { parts, close } = head else {
+            panic!("not plain");
+        };
+        assert_eq!(
+            (parts.method, parts.uri.path(), parts.uri.query()),
+            (Method::GET, "/a", Some("b=c"))
+        );
+        assert_eq!(parts.headers["host"], "x");
+        assert!(close);
+        assert_eq!(&rest[..], b"GET /next");
+        let (head, _) = client("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        assert!(matches!(head, ClientHead::Plain { close: false, .. }));
+        assert!(matches!(
+            client("GET /a HTTP/1.1\r\nHo").0,
+            ClientHead::Partial
+        ));
+        for text in [
+            "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: x\r\ncontent-length: 0\r\nContent-Length: 5\r\n\r\nhello",
+            "GET /a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+            "GET /a HTTP/1.0\r\nHost: x\r\n\r\n",
+            "GET /a HTTP/1.1\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+            "GET http://x/a HTTP/1.1\r\nHost: x\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+            "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "\x16\x03\x01\x02\x00",
+        ] {
+            let (head, rest) = client(text);
+            assert!(matches!(head, ClientHead::Other), "{text:?}");
+            assert_eq!(&rest[..], text.as_bytes(), "{text:?} must be left whole");
+        }
+        let huge = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(MAX_HEAD + 1));
+        assert!(matches!(client(&huge).0, ClientHead::Other));
+    }
+
+    fn response(status: u16, headers: &[(&'static str, &'static str)]) -> http::response::Parts {
+        let mut b = http::Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn head_text(
+        parts: &http::response::Parts,
+        method: Method,
+        known: Option<u64>,
+        close: bool,
+    ) -> (String, Outgoing) {
+        let mut out = Vec::new();
+        let framing = encode_response(parts, &method, known, close, &mut out);
+        (String::from_utf8(out).unwrap(), framing)
+    }
+
+    #[test]
+    fn response_heads_carry_one_framing_and_a_date() {
+        let p = response(
+            200,
+            &[
+                ("content-type", "text/plain"),
+                ("transfer-encoding", "chunked"),
+                ("connection", "keep-alive"),
+            ],
+        );
+        let (text, framing) = head_text(&p, Method::GET, Some(5), false);
+        assert_eq!(framing, Outgoing::Length(5));
+        assert!(
+            text.starts_with(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\ndate: "
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("transfer-encoding") && !text.contains("connection"),
+            "{text}"
+        );
+        let (text, framing) = head_text(&p, Method::GET, None, true);
+        assert_eq!(framing, Outgoing::Chunked);
+        assert!(
+            text.contains("transfer-encoding: chunked\r\n")
+                && text.ends_with("connection: close\r\n\r\n"),
+            "{text}"
+        );
+        let p = response(200, &[("content-length", "7"), ("date", "yesterday")]);
+        let (text, framing) = head_text(&p, Method::GET, None, false);
+        assert_eq!(framing, Outgoing::Length(7));
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\ncontent-length: 7\r\ndate: yesterday\r\n\r\n"
+        );
+        let (text, framing) = head_text(&p, Method::HEAD, Some(0), false);
+        assert_eq!(framing, Outgoing::Bodiless);
+        assert!(text.contains("content-length: 7\r\n"), "{text}");
+        let p = response(200, &[]);
+        let (text, framing) = head_text(&p, Method::HEAD, Some(0), false);
+        assert_eq!(framing, Outgoing::Bodiless);
+        assert!(
+            !text.contains("content-length") && !text.contains("chunked"),
+            "{text}"
+        );
+        let p = response(304, &[("content-length", "7"), ("etag", "\"x\"")]);
+        let (text, framing) = head_text(&p, Method::GET, Some(0), false);
+        assert_eq!(framing, Outgoing::Bodiless);
+        assert!(
+            !text.contains("content-length") && text.contains("etag: \"x\""),
+            "{text}"
+        );
+        let p = response(599, &[]);
+        let (text, _) = head_text(&p, Method::GET, Some(0), false);
+        assert!(
+            text.starts_with("HTTP/1.1 599 \r\ncontent-length: 0\r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal_and_hex() {
+        for n in [0u64, 7, 10, 99, 12345, u64::MAX] {
+            assert_eq!(itoa(n, &mut [0u8; 20]), n.to_string().as_bytes());
+        }
+        for n in [1usize, 15, 16, 255, 65536, 0x1234abcd] {
+            let mut out = Vec::new();
+            chunk_header(n, &mut out);
+            assert_eq!(out, format!("{n:x}\r\n").into_bytes());
+        }
     }
 
     #[test]

@@ -1,0 +1,1517 @@
+//! HTTP/1.1 on the wire, byte by byte, on both sides of the gateway: how requests are framed
+//! (pipelined, split into tiny writes, chunked, with conflicting lengths), when connections stay
+//! open and when they close, interim answers, upgrades after a first request, and what odd but
+//! legal (or broken) upstream answers become for the client. Clients and upstreams here are raw
+//! sockets that write exact bytes and parse what comes back themselves, so that any transport
+//! behind the gateway can be checked against the same observable behaviour.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+/// The Host line of every request the tests write.
+const HOST: &str = "Host: box.example\r\n";
+
+// ---------------------------------------------------------------------------------------------
+// The wire: a socket, the bytes read from it but not yet parsed, and a strict HTTP/1.1 parser
+// ---------------------------------------------------------------------------------------------
+
+/// How a message's body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body by rule: a request without Content-Length or Transfer-Encoding, a response to
+    /// HEAD, a 1xx, 204 or 304.
+    None,
+    Length(usize),
+    Chunked,
+    /// A response without a length: the body ends when the connection does.
+    Close,
+}
+
+/// One HTTP/1.1 message as it crossed the wire.
+#[derive(Debug, Clone)]
+struct Message {
+    /// The request line or the status line.
+    start: String,
+    /// Header fields in order, names as sent.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    framing: Framing,
+}
+
+impl Message {
+    fn status(&self) -> u16 {
+        self.start
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not a status line: {:?}", self.start))
+    }
+
+    fn method(&self) -> &str {
+        self.start.split(' ').next().unwrap_or_default()
+    }
+
+    fn target(&self) -> &str {
+        self.start.split(' ').nth(1).unwrap_or_default()
+    }
+
+    /// Every value of the header `name` (compared case-insensitively).
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.all(name).first().copied()
+    }
+
+    /// Whether a comma-separated header (Connection, Transfer-Encoding) lists `token`.
+    fn lists(&self, name: &str, token: &str) -> bool {
+        self.all(name)
+            .iter()
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// The one Content-Length of a message; every value must be the same plain decimal number.
+fn content_length(msg: &Message) -> Option<usize> {
+    let values: Vec<&str> = msg
+        .all("content-length")
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let first = *values.first()?;
+    let valid = values
+        .iter()
+        .all(|v| *v == first && !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+    assert!(valid, "invalid Content-Length in {:?}", msg.headers);
+    Some(first.parse().unwrap())
+}
+
+/// `None` without Transfer-Encoding; otherwise whether its last coding is chunked.
+fn chunked(msg: &Message) -> Option<bool> {
+    let codings: Vec<String> = msg
+        .all("transfer-encoding")
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    let last = codings.last()?;
+    Some(last == "chunked")
+}
+
+fn request_framing(msg: &Message) -> Framing {
+    match chunked(msg) {
+        Some(true) => Framing::Chunked,
+        Some(false) => panic!("a request coding other than chunked: {:?}", msg.headers),
+        None => content_length(msg).map_or(Framing::None, Framing::Length),
+    }
+}
+
+fn response_framing(request_method: &str, msg: &Message) -> Framing {
+    let status = msg.status();
+    if request_method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304 {
+        return Framing::None;
+    }
+    match chunked(msg) {
+        Some(true) => Framing::Chunked,
+        Some(false) => Framing::Close,
+        None => content_length(msg).map_or(Framing::Close, Framing::Length),
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A TCP connection read through a buffer, so that messages written back to back (pipelined
+/// answers, a 101 followed by tunnel bytes) are split exactly where HTTP says they end.
+struct Wire {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Wire {
+    fn new(stream: TcpStream) -> Wire {
+        let _ = stream.set_nodelay(true);
+        Wire {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn connect(addr: SocketAddr) -> Wire {
+        let stream = within(PATIENCE, "connecting", TcpStream::connect(addr))
+            .await
+            .expect("connect");
+        Wire::new(stream)
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Reads what has arrived; false once the peer has closed (or reset) the connection.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 16 * 1024];
+        match self.stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// Exactly `n` bytes; `None` if the connection ends first.
+    async fn take(&mut self, n: usize) -> Option<Vec<u8>> {
+        while self.buf.len() < n {
+            if !self.fill().await {
+                return None;
+            }
+        }
+        Some(self.buf.drain(..n).collect())
+    }
+
+    /// One line, without its CRLF.
+    async fn line(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n") {
+                let line: Vec<u8> = self.buf.drain(..end + 2).take(end).collect();
+                return Some(line);
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+
+    /// Everything until the peer closes the connection.
+    async fn until_closed(&mut self) -> Vec<u8> {
+        while self.fill().await {}
+        std::mem::take(&mut self.buf)
+    }
+
+    /// A message head: `None` if the connection closed cleanly before it began. Panics if it
+    /// closed in the middle or the head is not HTTP/1.x syntax.
+    async fn head(&mut self) -> Option<Message> {
+        let end = loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                break end;
+            }
+            if !self.fill().await {
+                assert!(
+                    self.buf.is_empty(),
+                    "the connection closed inside a message head: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+                return None;
+            }
+        };
+        let raw: Vec<u8> = self.buf.drain(..end + 4).collect();
+        let text = String::from_utf8(raw[..end].to_vec())
+            .unwrap_or_else(|_| panic!("a head that is not UTF-8: {raw:?}"));
+        let mut lines = text.split("\r\n");
+        let start = lines.next().unwrap_or_default().to_string();
+        let headers = lines
+            .map(|l| {
+                let (name, value) = l
+                    .split_once(':')
+                    .unwrap_or_else(|| panic!("a header line without a colon: {l:?}"));
+                (name.to_string(), value.trim().to_string())
+            })
+            .collect();
+        Some(Message {
+            start,
+            headers,
+            body: Vec::new(),
+            framing: Framing::None,
+        })
+    }
+
+    /// The data of the next chunk of a chunked body, or `Some(None)` after the last chunk and
+    /// its trailer section. Chunk extensions are ignored.
+    async fn chunk(&mut self) -> Option<Option<Vec<u8>>> {
+        let line = self.line().await?;
+        let line = String::from_utf8_lossy(&line).into_owned();
+        let size = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size, 16)
+            .unwrap_or_else(|_| panic!("not a chunk-size line: {line:?}"));
+        if size == 0 {
+            // Trailer fields, up to the empty line.
+            while !self.line().await?.is_empty() {}
+            return Some(None);
+        }
+        let data = self.take(size).await?;
+        let crlf = self.take(2).await?;
+        assert_eq!(crlf, b"\r\n", "chunk data not followed by CRLF");
+        Some(Some(data))
+    }
+
+    /// A whole body delimited as `framing` says.
+    async fn body(&mut self, framing: Framing) -> Option<Vec<u8>> {
+        match framing {
+            Framing::None => Some(Vec::new()),
+            Framing::Length(n) => self.take(n).await,
+            Framing::Close => Some(self.until_closed().await),
+            Framing::Chunked => {
+                let mut body = Vec::new();
+                while let Some(data) = self.chunk().await? {
+                    body.extend_from_slice(&data);
+                }
+                Some(body)
+            }
+        }
+    }
+
+    /// Whatever part of a body with no announced length has arrived next (a chunk, or bytes of
+    /// a close-delimited body); `None` at its end.
+    async fn piece(&mut self, framing: Framing) -> Option<Vec<u8>> {
+        match framing {
+            Framing::Chunked => self.chunk().await.expect("the connection closed mid-body"),
+            Framing::Close => {
+                if self.buf.is_empty() && !self.fill().await {
+                    return None;
+                }
+                Some(std::mem::take(&mut self.buf))
+            }
+            other => panic!("an event stream framed as {other:?}"),
+        }
+    }
+
+    /// The next response to a `method` request (an interim 1xx counts): `None` if the
+    /// connection closed cleanly first.
+    async fn response(&mut self, method: &str) -> Option<Message> {
+        let mut msg = self.head().await?;
+        assert!(
+            msg.start.starts_with("HTTP/1."),
+            "not a status line: {:?}",
+            msg.start
+        );
+        msg.framing = response_framing(method, &msg);
+        msg.body = self
+            .body(msg.framing)
+            .await
+            .unwrap_or_else(|| panic!("the connection closed inside the body of {msg:?}"));
+        Some(msg)
+    }
+
+    /// The next response, which must come within [`PATIENCE`].
+    async fn expect(&mut self, method: &str, what: &str) -> Message {
+        within(PATIENCE, what, self.response(method))
+            .await
+            .unwrap_or_else(|| panic!("the connection closed instead of {what}"))
+    }
+
+    /// The final response, after any interim (1xx other than 101) ones, which are returned too.
+    async fn expect_final(&mut self, method: &str, what: &str) -> (Vec<Message>, Message) {
+        let mut interim = Vec::new();
+        loop {
+            let resp = self.expect(method, what).await;
+            match resp.status() {
+                101 => return (interim, resp),
+                100..=199 => interim.push(resp),
+                _ => return (interim, resp),
+            }
+        }
+    }
+
+    /// `GET path` on this connection and its (final) response.
+    async fn get(&mut self, path: &str) -> Message {
+        self.send(format!("GET {path} HTTP/1.1\r\n{HOST}\r\n").as_bytes())
+            .await;
+        self.expect_final("GET", &format!("the answer to GET {path}"))
+            .await
+            .1
+    }
+
+    /// Waits for the peer to close; returns what it sent before.
+    async fn expect_closed(&mut self, what: &str) -> Vec<u8> {
+        within(PATIENCE, what, self.until_closed()).await
+    }
+}
+
+/// `data` in chunked coding, in chunks of at most `piece` bytes, with the last chunk.
+fn chunked_coding(data: &[u8], piece: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / piece * 8 + 16);
+    for chunk in data.chunks(piece) {
+        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// Bytes that differ from their neighbours and repeat only every 251, so that a lost, doubled
+/// or misplaced block shows.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 7 + i / 251) % 251) as u8).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scripted upstreams
+// ---------------------------------------------------------------------------------------------
+
+/// What a scripted upstream does after writing an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// Reads the next request on the same connection.
+    KeepOpen,
+    /// Closes the connection.
+    Close,
+    /// Sends back every byte it receives from now on (a tunnel after a 101).
+    Echo,
+}
+
+/// The bytes a scripted upstream writes for one request.
+struct Answer {
+    bytes: Vec<u8>,
+    delay: Duration,
+    then: Then,
+}
+
+impl Answer {
+    fn raw(bytes: impl Into<Vec<u8>>) -> Answer {
+        Answer {
+            bytes: bytes.into(),
+            delay: Duration::ZERO,
+            then: Then::KeepOpen,
+        }
+    }
+
+    /// `200 OK` with a plain-text body and its Content-Length.
+    fn text(body: &str) -> Answer {
+        Answer::raw(format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    }
+
+    /// Nothing at all: the connection is closed under the request.
+    fn hang_up() -> Answer {
+        Answer::raw(Vec::new()).then(Then::Close)
+    }
+
+    fn then(mut self, then: Then) -> Answer {
+        self.then = then;
+        self
+    }
+
+    fn after(mut self, delay: Duration) -> Answer {
+        self.delay = delay;
+        self
+    }
+}
+
+/// A request a scripted upstream received.
+#[derive(Debug, Clone)]
+struct Arrived {
+    /// Which of the upstream's connections it came on, from 1 in accept order.
+    conn: usize,
+    /// Which request on that connection it was, from 1.
+    nth: usize,
+    msg: Message,
+}
+
+type Script = dyn Fn(&Arrived) -> Answer + Send + Sync;
+
+/// An upstream on a raw socket that parses each request strictly (Transfer-Encoding before
+/// Content-Length, as RFC 9112 says and most servers do), answers `100 Continue` to an
+/// expectation, and writes the bytes its script returns.
+struct Scripted {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    arrived: Arc<Mutex<Vec<Arrived>>>,
+    /// Connections the gateway closed (the upstream read the end of them between requests).
+    closed_by_gateway: Arc<Mutex<Vec<usize>>>,
+    _task: Upstream,
+}
+
+impl Scripted {
+    async fn start(script: impl Fn(&Arrived) -> Answer + Send + Sync + 'static) -> Scripted {
+        let (listener, addr) = raw_upstream().await;
+        let script: Arc<Script> = Arc::new(script);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let arrived: Arc<Mutex<Vec<Arrived>>> = Arc::default();
+        let closed_by_gateway: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let (count, log, closed) = (accepted.clone(), arrived.clone(), closed_by_gateway.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let conn = count.fetch_add(1, Ordering::SeqCst) + 1;
+                let (script, log, closed) = (script.clone(), log.clone(), closed.clone());
+                tokio::spawn(async move {
+                    let mut wire = Wire::new(stream);
+                    if serve_script(&mut wire, conn, &*script, &log).await {
+                        closed.lock().unwrap().push(conn);
+                    }
+                });
+            }
+        });
+        Scripted {
+            addr,
+            accepted,
+            arrived,
+            closed_by_gateway,
+            _task: Upstream::from_task(addr, task),
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn arrived(&self) -> Vec<Arrived> {
+        self.arrived.lock().unwrap().clone()
+    }
+
+    fn targets(&self) -> Vec<String> {
+        self.arrived()
+            .iter()
+            .map(|a| a.msg.target().to_string())
+            .collect()
+    }
+
+    /// Waits until the gateway has closed the upstream's connection number `conn`.
+    async fn wait_closed_by_gateway(&self, conn: usize) {
+        eventually(
+            PATIENCE,
+            &format!("the gateway closing upstream connection {conn}"),
+            || async { self.closed_by_gateway.lock().unwrap().contains(&conn) },
+        )
+        .await;
+    }
+}
+
+/// Serves one connection as the script says; true if the gateway closed it between requests.
+async fn serve_script(
+    wire: &mut Wire,
+    conn: usize,
+    script: &Script,
+    log: &Mutex<Vec<Arrived>>,
+) -> bool {
+    let mut nth = 0;
+    loop {
+        let Some(mut msg) = wire.head().await else {
+            return true;
+        };
+        nth += 1;
+        if msg.lists("expect", "100-continue")
+            && wire
+                .stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+        {
+            return false;
+        }
+        msg.framing = request_framing(&msg);
+        let Some(body) = wire.body(msg.framing).await else {
+            return false;
+        };
+        msg.body = body;
+        let arrived = Arrived { conn, nth, msg };
+        log.lock().unwrap().push(arrived.clone());
+        let answer = script(&arrived);
+        tokio::time::sleep(answer.delay).await;
+        if wire.stream.write_all(&answer.bytes).await.is_err() {
+            return false;
+        }
+        match answer.then {
+            Then::KeepOpen => {}
+            Then::Close => return false,
+            Then::Echo => {
+                let mut pending = std::mem::take(&mut wire.buf);
+                loop {
+                    if !pending.is_empty() && wire.stream.write_all(&pending).await.is_err() {
+                        return false;
+                    }
+                    pending.clear();
+                    if !wire.fill().await {
+                        return false;
+                    }
+                    pending = std::mem::take(&mut wire.buf);
+                }
+            }
+        }
+    }
+}
+
+/// A script that answers every request with `METHOD TARGET` as plain text.
+fn echo_line(a: &Arrived) -> Answer {
+    Answer::text(&format!("{} {}", a.msg.method(), a.msg.target()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client side: what the gateway accepts and how it frames its answers
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_in_one_write_are_answered_in_order() {
+    // The first answer is slow: a gateway that let the second overtake it would show.
+    let up = Scripted::start(|a| {
+        let answer = echo_line(a);
+        if a.msg.target() == "/one" {
+            answer.after(Duration::from_millis(300))
+        } else {
+            answer
+        }
+    })
+    .await;
+    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    wire.send(format!("GET /one HTTP/1.1\r\n{HOST}\r\nGET /two HTTP/1.1\r\n{HOST}\r\n").as_bytes())
+        .await;
+    let first = wire.expect("GET", "the answer to /one").await;
+    let second = wire.expect("GET", "the answer to /two").await;
+    assert_eq!(first.status(), 200, "{first:?}");
+    assert_eq!(first.text(), "GET /one");
+    assert_eq!(second.status(), 200, "{second:?}");
+    assert_eq!(second.text(), "GET /two");
+    for resp in [&first, &second] {
+        assert_ne!(
+            resp.framing,
+            Framing::Close,
+            "a keep-alive answer without a length"
+        );
+    }
+    assert_eq!(up.targets(), ["/one", "/two"]);
+
+    // The connection is still in step for a third request.
+    let third = wire.get("/three").await;
+    assert_eq!(third.text(), "GET /three");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_written_one_byte_at_a_time_is_served() {
+    let up = Scripted::start(echo_line).await;
+    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    let head = format!(
+        "GET /slowly?x=1 HTTP/1.1\r\n{HOST}X-Long: {}\r\nAccept: */*\r\n\r\n",
+        "v".repeat(24)
+    );
+    for byte in head.bytes() {
+        wire.send(&[byte]).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let resp = wire.expect("GET", "the answer to a trickled head").await;
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    assert_eq!(resp.text(), "GET /slowly?x=1");
+    let seen = &up.arrived()[0].msg;
+    assert_eq!(seen.header("x-long"), Some("v".repeat(24).as_str()));
+    assert_eq!(seen.header("accept"), Some("*/*"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_carries_gets_then_a_post_with_a_body_then_a_get() {
+    let up = Scripted::start(echo_line).await;
+    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    for path in ["/a", "/b", "/c"] {
+        let resp = wire.get(path).await;
+        assert_eq!(resp.status(), 200, "{resp:?}");
+        assert_eq!(resp.text(), format!("GET {path}"));
+    }
+    let body = "name=vastgate&size=42&note=a%20b";
+    wire.send(
+        format!(
+            "POST /form HTTP/1.1\r\n{HOST}Content-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    let resp = wire.expect("POST", "the answer to the POST").await;
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    assert_eq!(resp.text(), "POST /form");
+    let after = wire.get("/d").await;
+    assert_eq!(after.text(), "GET /d");
+
+    let arrived = up.arrived();
+    let targets: Vec<&str> = arrived.iter().map(|a| a.msg.target()).collect();
+    assert_eq!(targets, ["/a", "/b", "/c", "/form", "/d"]);
+    let post = &arrived[3].msg;
+    assert_eq!(post.method(), "POST");
+    assert_eq!(post.body, body.as_bytes());
+    assert_eq!(post.framing, Framing::Length(body.len()));
+    for get in arrived.iter().filter(|a| a.msg.method() == "GET") {
+        assert!(
+            get.msg.body.is_empty(),
+            "a GET with a body upstream: {get:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_post_after_a_get_reaches_the_upstream_whole() {
+    let up = Scripted::start(echo_line).await;
+    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    assert_eq!(wire.get("/before").await.text(), "GET /before");
+    // With a chunk extension and a trailer, and the next request right behind it.
+    wire.send(
+        format!(
+            "POST /upload HTTP/1.1\r\n{HOST}Transfer-Encoding: chunked\r\n\r\n\
+             5\r\nhello\r\n1;ext=\"x\"\r\n \r\nA\r\nchunked wo\r\n2\r\nrd\r\n0\r\nX-Sum: 1\r\n\r\n\
+             GET /after HTTP/1.1\r\n{HOST}\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let post = wire.expect("POST", "the answer to the chunked POST").await;
+    assert_eq!(post.status(), 200, "{post:?}");
+    assert_eq!(post.text(), "POST /upload");
+    let after = wire.expect("GET", "the answer to the GET behind it").await;
+    assert_eq!(after.text(), "GET /after");
+
+    let arrived = up.arrived();
+    assert_eq!(arrived.len(), 3, "{arrived:?}");
+    assert_eq!(arrived[1].msg.body, b"hello chunked word");
+    assert_eq!(arrived[2].msg.target(), "/after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_with_chunked_never_lets_a_second_request_through() {
+    let up = Scripted::start(echo_line).await;
+    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+
+    // By Content-Length the body runs to the end; by chunked it ends at once and a second
+    // request, /smuggled, follows. Both header orders.
+    let smuggled = format!("GET /smuggled HTTP/1.1\r\n{HOST}\r\n");
+    let body = format!("0\r\n\r\n{smuggled}");
+    let orders = [
+        format!(
+            "Content-Length: {}\r\nTransfer-Encoding: chunked\r\n",
+            body.len()
+        ),
+        format!(
+            "Transfer-Encoding: chunked\r\nContent-Length: {}\r\n",
+            body.len()
+        ),
+    ];
+    for framing in orders {
+        let before = up.arrived().len();
+        let mut wire = Wire::connect(gw.addr).await;
+        wire.send(format!("POST /first HTTP/1.1\r\n{HOST}{framing}\r\n{body}").as_bytes())
+            .await;
+        // Refused, or served by Transfer-Encoding and then closed: never a second answer.
+        let mut answers = Vec::new();
+        while let Some(resp) = within(
+            PATIENCE,
+            "the gateway ending a Content-Length + chunked connection",
+            wire.response("POST"),
+        )
+        .await
+        {
+            answers.push(resp);
+        }
+        assert!(answers.len() <= 1, "{framing:?}: answered {answers:?}");
+        if let Some(resp) = answers.first() {
+            assert!(
+                resp.status() == 400 || resp.status() == 200,
+                "{framing:?}: {resp:?}"
+            );
+        }
+        let arrived = &up.arrived()[before..];
+        assert!(arrived.len() <= 1, "{framing:?}: upstream saw {arrived:?}");
+        for a in arrived {
+            assert_eq!(a.msg.target(), "/first", "{framing:?}: {a:?}");
+            assert!(
+                a.msg.header("content-length").is_none()
+                    || a.msg.header("transfer-encoding").is_none(),
+                "{framing:?}: forwarded with both framings: {:?}",
+                a.msg.headers
+            );
+            assert!(
+                a.msg.body.is_empty(),
+                "{framing:?}: body {:?}",
+                a.msg.text()
+            );
+        }
+    }
+    assert!(
+        !up.targets().iter().any(|t| t == "/smuggled"),
+        "{:?}",
+        up.targets()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_request_gets_a_4xx_and_other_connections_are_served() {
+    let up = Scripted::start(echo_line).await;
+    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+
+    // A connection opened before the bad ones, used after them.
+    let mut bystander = Wire::connect(gw.addr).await;
+    assert_eq!(bystander.get("/first").await.status(), 200);
+
+    let bad: [&[u8]; 5] = [
+        b"GET /\x01 HTTP/1.1\r\nHost: box.example\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+        b"GET /a b HTTP/1.1\r\nHost: box.example\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: box.example\r\nno colon here\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: box.example\r\nBad Name: x\r\n\r\n",
+    ];
+    for request in bad {
+        let shown = String::from_utf8_lossy(request);
+        let mut wire = Wire::connect(gw.addr).await;
+        wire.send(request).await;
+        let resp = wire.expect("GET", &format!("an answer to {shown:?}")).await;
+        assert!(
+            (400..500).contains(&resp.status()),
+            "{shown:?} got {resp:?}"
+        );
+        // Nothing after a request that could not be parsed can be trusted: the end.
+        let rest = wire
+            .expect_closed(&format!("the gateway closing after {shown:?}"))
+            .await;
+        assert!(rest.is_empty(), "{shown:?}: more bytes {rest:?}");
+    }
+    assert_eq!(
+        up.targets(),
+        ["/first"],
+        "a malformed request was forwarded"
+    );
+
+    assert_eq!(bystander.get("/still").await.text(), "GET /still");
+    assert_eq!(
+        Wire::connect(gw.addr).await.get("/fresh").await.text(),
+        "GET /fresh"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http10_request_gets_an_unchunked_answer_and_then_the_connection_closes() {
+    // The upstream answers chunked, which an HTTP/1.0 client cannot read.
+    let up = Scripted::start(|_| {
+        Answer::raw(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        )
+    })
+    .await;
+    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    wire.send(format!("GET /old HTTP/1.0\r\n{HOST}\r\n").as_bytes())
+        .await;
+    let resp = wire.expect("GET", "the answer to HTTP/1.0").await;
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    assert!(
+        resp.header("transfer-encoding").is_none(),
+        "Transfer-Encoding to an HTTP/1.0 client: {resp:?}"
+    );
+    assert_eq!(resp.text(), "hello world");
+    let rest = wire
+        .expect_closed("the gateway closing the HTTP/1.0 connection")
+        .await;
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(up.targets(), ["/old"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_close_ends_the_connection_after_the_answer_and_nothing_behind_it_is_served() {
+    let up = Scripted::start(echo_line).await;
+    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    wire.send(
+        format!(
+            "GET /bye HTTP/1.1\r\n{HOST}Connection: close\r\n\r\nGET /after-close HTTP/1.1\r\n{HOST}\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let resp = wire
+        .expect("GET", "the answer to the closing request")
+        .await;
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    assert_eq!(resp.text(), "GET /bye");
+    // RFC 9112 §9.6: the server SHOULD say it closes.
+    assert!(resp.lists("connection", "close"), "{resp:?}");
+    let rest = wire
+        .expect_closed("the gateway closing after Connection: close")
+        .await;
+    assert!(
+        rest.is_empty(),
+        "an answer after the close: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert_eq!(up.targets(), ["/bye"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_answer_keeps_the_upstream_length_without_body_bytes() {
+    let up = Scripted::start(|a| {
+        if a.msg.method() == "HEAD" {
+            Answer::raw(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1234\r\n\r\n",
+            )
+        } else {
+            echo_line(a)
+        }
+    })
+    .await;
+    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    // Pipelined: body bytes after the HEAD answer would be read as the GET's status line.
+    wire.send(
+        format!("HEAD /file HTTP/1.1\r\n{HOST}\r\nGET /file HTTP/1.1\r\n{HOST}\r\n").as_bytes(),
+    )
+    .await;
+    let head = wire.expect("HEAD", "the answer to HEAD").await;
+    assert_eq!(head.status(), 200, "{head:?}");
+    assert_eq!(head.all("content-length"), ["1234"], "{head:?}");
+    let get = wire
+        .expect("GET", "the answer to the GET behind HEAD")
+        .await;
+    assert_eq!(get.status(), 200, "{get:?}");
+    assert_eq!(get.text(), "GET /file");
+    // And once more, not pipelined.
+    wire.send(format!("HEAD /file HTTP/1.1\r\n{HOST}\r\n").as_bytes())
+        .await;
+    let head = wire.expect("HEAD", "the second answer to HEAD").await;
+    assert_eq!(head.all("content-length"), ["1234"], "{head:?}");
+    assert_eq!(wire.get("/last").await.text(), "GET /last");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_is_framed_once_and_carries_one_date_and_a_request_id() {
+    let up = Scripted::start(|a| match a.msg.target() {
+        "/app/chunked" => Answer::raw(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        ),
+        "/app/dated" => Answer::raw(
+            "HTTP/1.1 200 OK\r\nDate: Tue, 01 Jan 2030 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok",
+        ),
+        "/app/empty" => Answer::raw("HTTP/1.1 204 No Content\r\n\r\n"),
+        "/app/until-close" => {
+            Answer::raw("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close")
+                .then(Then::Close)
+        }
+        _ => echo_line(a),
+    })
+    .await;
+    let down: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let gw = Gateway::start(
+        "",
+        &[route("/app/", up.addr, ""), route("/down/", down, "")],
+    )
+    .await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    let mut ids = Vec::new();
+    for (path, status) in [
+        ("/healthz", 200),
+        ("/nowhere", 404),
+        ("/app/length", 200),
+        ("/app/chunked", 200),
+        ("/app/dated", 200),
+        ("/app/empty", 204),
+        ("/app/until-close", 200),
+        ("/down/x", 502),
+        ("/app", 307),
+        ("/app/length", 200),
+    ] {
+        let resp = wire.get(path).await;
+        assert_eq!(resp.status(), status, "{path}: {resp:?}");
+        let lengths = resp.all("content-length").len();
+        let codings = resp.all("transfer-encoding");
+        if status == 204 {
+            assert_eq!((lengths, codings.len()), (0, 0), "{path}: {resp:?}");
+        } else {
+            assert_eq!(lengths + codings.len(), 1, "{path}: framed by {resp:?}");
+            if let Some(coding) = codings.first() {
+                assert!(coding.eq_ignore_ascii_case("chunked"), "{path}: {resp:?}");
+            }
+        }
+        let dates = resp.all("date");
+        assert_eq!(dates.len(), 1, "{path}: {resp:?}");
+        assert!(
+            httpdate::parse_http_date(dates[0]).is_ok(),
+            "{path}: not an HTTP date: {}",
+            dates[0]
+        );
+        let id = resp.all("x-request-id");
+        assert_eq!(id.len(), 1, "{path}: {resp:?}");
+        assert!(!id[0].is_empty(), "{path}");
+        ids.push(id[0].to_string());
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "request ids repeat: {ids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_header_timeout() {
+    let up = Scripted::start(echo_line).await;
+    let gw = Gateway::start("header_timeout = \"1s\"", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    assert_eq!(wire.get("/once").await.status(), 200);
+    let idle_since = Instant::now();
+    let rest = within(
+        Duration::from_secs(10),
+        "the gateway closing an idle keep-alive connection",
+        wire.until_closed(),
+    )
+    .await;
+    let idle = idle_since.elapsed();
+    assert!(
+        idle >= Duration::from_millis(900),
+        "closed after only {idle:?}"
+    );
+    if !rest.is_empty() {
+        let text = String::from_utf8_lossy(&rest);
+        assert!(text.starts_with("HTTP/1.1 408"), "unexpected: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_second_request_head_is_closed_after_header_timeout() {
+    let up = Scripted::start(echo_line).await;
+    let gw = Gateway::start("header_timeout = \"1s\"", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    assert_eq!(wire.get("/once").await.status(), 200);
+    wire.send(format!("GET /never-finished HTTP/1.1\r\n{HOST}X-Half: ").as_bytes())
+        .await;
+    let started = Instant::now();
+    let rest = within(
+        Duration::from_secs(10),
+        "the gateway closing a connection with a half-sent head",
+        wire.until_closed(),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed after only {took:?}"
+    );
+    if !rest.is_empty() {
+        let text = String::from_utf8_lossy(&rest);
+        assert!(text.starts_with("HTTP/1.1 408"), "unexpected: {text}");
+    }
+    assert_eq!(up.targets(), ["/once"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_as_a_second_request_tunnels_both_ways() {
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+    let up = Scripted::start(|a| {
+        if a.msg.header("upgrade").is_some() {
+            // The upstream speaks first, in the same write as its 101.
+            Answer::raw(format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {ACCEPT}\r\n\r\nhello from upstream"
+            ))
+            .then(Then::Echo)
+        } else {
+            echo_line(a)
+        }
+    })
+    .await;
+    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    assert_eq!(wire.get("/page").await.text(), "GET /page");
+    wire.send(
+        format!(
+            "GET /ws HTTP/1.1\r\n{HOST}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let resp = wire.expect("GET", "the answer to the upgrade").await;
+    assert_eq!(resp.status(), 101, "{resp:?}");
+    assert!(resp.lists("upgrade", "websocket"), "{resp:?}");
+    assert!(resp.lists("connection", "upgrade"), "{resp:?}");
+    assert_eq!(resp.header("sec-websocket-accept"), Some(ACCEPT));
+
+    let greeting = b"hello from upstream";
+    let got = within(
+        PATIENCE,
+        "the upstream's first bytes",
+        wire.take(greeting.len()),
+    )
+    .await
+    .expect("the tunnel closed");
+    assert_eq!(got, greeting);
+    for message in [&b"ping through the tunnel"[..], &pattern(100_000)] {
+        wire.send(message).await;
+        let echoed = within(PATIENCE, "the echo", wire.take(message.len()))
+            .await
+            .expect("the tunnel closed");
+        assert!(
+            echoed == message,
+            "the tunnel altered {} bytes",
+            message.len()
+        );
+    }
+
+    let arrived = up.arrived();
+    assert_eq!(arrived.len(), 2, "{arrived:?}");
+    let upgrade = &arrived[1].msg;
+    assert_eq!(upgrade.target(), "/ws");
+    assert!(upgrade.lists("upgrade", "websocket"), "{upgrade:?}");
+    assert!(upgrade.lists("connection", "upgrade"), "{upgrade:?}");
+    assert_eq!(upgrade.header("sec-websocket-key"), Some(KEY));
+    assert_eq!(upgrade.header("sec-websocket-version"), Some("13"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_gets_the_interim_answer_and_the_body_through() {
+    let up = Scripted::start(echo_line).await;
+    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    wire.send(
+        format!(
+            "POST /upload HTTP/1.1\r\n{HOST}Content-Type: text/plain\r\nContent-Length: 11\r\n\
+             Expect: 100-continue\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    // The client waits for the go-ahead before it sends the body.
+    let interim = wire.expect("POST", "100 Continue").await;
+    assert_eq!(interim.status(), 100, "{interim:?}");
+    wire.send(b"hello world").await;
+    let (_, resp) = wire.expect_final("POST", "the answer to the upload").await;
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    assert_eq!(resp.text(), "POST /upload");
+    assert_eq!(wire.get("/after").await.text(), "GET /after");
+
+    let arrived = up.arrived();
+    assert_eq!(arrived.len(), 2, "{arrived:?}");
+    assert_eq!(arrived[0].msg.body, b"hello world");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The upstream side: how the gateway reads upstream answers and treats their connections
+// ---------------------------------------------------------------------------------------------
+
+/// Three GETs on one client connection, each answered with `answer` (a chunked response):
+/// their bodies, and how many connections the upstream accepted for them.
+async fn three_chunked_answers(answer: &'static str) -> (Vec<String>, usize) {
+    let up = Scripted::start(move |_| Answer::raw(answer)).await;
+    // One worker: one pool, whichever thread the client's connection lands on.
+    let gw = Gateway::start("workers = 1", &[route("/", up.addr, "")]).await;
+    let mut wire = Wire::connect(gw.addr).await;
+    let mut bodies = Vec::new();
+    for n in 1..=3 {
+        let resp = wire.get(&format!("/chunked/{n}")).await;
+        assert_eq!(resp.status(), 200, "{resp:?}");
+        bodies.push(resp.text());
+    }
+    (bodies, up.accepted())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_answer_with_extensions_arrives_as_its_data_and_keeps_the_connection() {
+    let (bodies, connections) = three_chunked_answers(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5;foo=bar\r\nhello\r\n6;quoted=\"a;b\"\r\n world\r\n0;last\r\n\r\n",
+    )
+    .await;
+    assert_eq!(bodies, ["hello world"; 3]);
+    assert_eq!(connections, 1, "the upstream connection was not reused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_answer_with_trailers_arrives_as_its_data_and_keeps_the_connection() {
+    let (bodies, connections) = three_chunked_answers(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\
+         Trailer: X-Checksum\r\n\r\n5;foo=bar\r\nhello\r\n0\r\nX-Checksum: abc\r\n\r\n",
+    )
+    .await;
+    assert_eq!(bodies, ["hello"; 3]);
+    assert_eq!(connections, 1, "the upstream connection was not reused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_delimited_answer_arrives_whole_and_the_next_request_opens_a_new_connection() {
+    let body = pattern(200_000);
+    let answer = {
+        let mut bytes =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
+        bytes.extend_from_slice(&body);
+        bytes
+    };
+    let up = Scripted::start(move |a| {
+        if a.msg.target() == "/until-close" {
+            Answer::raw(answer.clone()).then(Then::Close)
+        } else {
+            echo_line(a)
+        }
+    })
+    .await;
+    let gw = Gateway::start("workers = 1", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    let resp = wire.get("/until-close").await;
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    assert_eq!(resp.body.len(), body.len());
+    assert!(resp.body == body, "the body arrived altered");
+    if resp.framing == Framing::Close {
+        // Passed on close-delimited: then the client's connection has ended too.
+        wire = Wire::connect(gw.addr).await;
+    }
+    let next = wire.get("/next").await;
+    assert_eq!(next.text(), "GET /next");
+    assert_eq!(up.accepted(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn informational_answers_from_the_upstream_are_followed_by_the_final_one() {
+    let up = Scripted::start(|a| {
+        if a.msg.target() == "/hinted" {
+            Answer::raw(
+                "HTTP/1.1 100 Continue\r\n\r\n\
+                 HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload; as=style\r\n\r\n\
+                 HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nfinal",
+            )
+        } else {
+            echo_line(a)
+        }
+    })
+    .await;
+    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    wire.send(format!("GET /hinted HTTP/1.1\r\n{HOST}\r\n").as_bytes())
+        .await;
+    let (interim, resp) = wire.expect_final("GET", "the final answer").await;
+    for i in &interim {
+        assert!(matches!(i.status(), 100 | 103), "{i:?}");
+    }
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    assert_eq!(resp.text(), "final");
+    assert_eq!(wire.get("/next").await.text(), "GET /next");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_connection_close_is_honoured_and_the_client_keeps_its_connection() {
+    // Says it closes, but leaves the socket open: only the gateway can end it.
+    let up = Scripted::start(|a| {
+        let body = format!("connection {}", a.conn);
+        Answer::raw(format!(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    })
+    .await;
+    let gw = Gateway::start("workers = 1", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    let first = wire.get("/a").await;
+    assert_eq!(first.text(), "connection 1");
+    assert!(
+        !first.lists("connection", "close"),
+        "the upstream's close was passed to the client: {first:?}"
+    );
+    up.wait_closed_by_gateway(1).await;
+    let second = wire.get("/b").await;
+    assert_eq!(second.text(), "connection 2");
+    assert_eq!(up.accepted(), 2);
+    assert!(
+        up.arrived().iter().all(|a| a.nth == 1),
+        "{:?}",
+        up.arrived()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_or_conflicting_upstream_content_length_gives_502() {
+    let up = Scripted::start(|a| match a.msg.target() {
+        "/letters" => Answer::raw("HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nhello"),
+        "/two-lengths" => {
+            Answer::raw("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!")
+        }
+        "/negative" => Answer::raw("HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nhello"),
+        _ => echo_line(a),
+    })
+    .await;
+    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    for path in ["/letters", "/two-lengths", "/negative"] {
+        let resp = wire.get(path).await;
+        assert_eq!(resp.status(), 502, "{path}: {resp:?}");
+    }
+    assert_eq!(wire.get("/fine").await.text(), "GET /fine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_content_and_not_modified_have_no_body_and_the_connection_goes_on() {
+    let up = Scripted::start(|a| match a.msg.target() {
+        "/no-content" => Answer::raw("HTTP/1.1 204 No Content\r\nX-Done: yes\r\n\r\n"),
+        "/not-modified" => Answer::raw(
+            "HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nCache-Control: max-age=60\r\n\r\n",
+        ),
+        _ => echo_line(a),
+    })
+    .await;
+    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    wire.send(
+        format!(
+            "GET /no-content HTTP/1.1\r\n{HOST}\r\n\
+             GET /not-modified HTTP/1.1\r\n{HOST}If-None-Match: \"v1\"\r\n\r\n\
+             GET /after HTTP/1.1\r\n{HOST}\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let no_content = wire.expect("GET", "the 204").await;
+    assert_eq!(no_content.status(), 204, "{no_content:?}");
+    assert_eq!(no_content.header("x-done"), Some("yes"));
+    assert!(
+        no_content.header("content-length").is_none(),
+        "{no_content:?}"
+    );
+    assert!(
+        no_content.header("transfer-encoding").is_none(),
+        "{no_content:?}"
+    );
+    let not_modified = wire.expect("GET", "the 304").await;
+    assert_eq!(not_modified.status(), 304, "{not_modified:?}");
+    assert_eq!(not_modified.header("etag"), Some("\"v1\""));
+    assert!(
+        not_modified.header("transfer-encoding").is_none(),
+        "{not_modified:?}"
+    );
+    let after = wire.expect("GET", "the answer after them").await;
+    assert_eq!(after.text(), "GET /after");
+    assert_eq!(wire.get("/again").await.text(), "GET /again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_closing_its_idle_connection_is_invisible_and_a_post_is_sent_once() {
+    // Every answer is followed by the upstream closing: each pooled connection dies idle.
+    let up = Scripted::start(|a| echo_line(a).then(Then::Close)).await;
+    let gw = Gateway::start("workers = 1", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    assert_eq!(wire.get("/first").await.text(), "GET /first");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = wire.get("/second").await;
+    assert_eq!(second.status(), 200, "{second:?}");
+    assert_eq!(second.text(), "GET /second");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    wire.send(format!("POST /act HTTP/1.1\r\n{HOST}Content-Length: 0\r\n\r\n").as_bytes())
+        .await;
+    let (_, post) = wire.expect_final("POST", "the answer to the POST").await;
+    let posts = up
+        .arrived()
+        .iter()
+        .filter(|a| a.msg.method() == "POST")
+        .count();
+    match post.status() {
+        200 => assert_eq!(posts, 1),
+        502 => assert!(posts <= 1, "a POST sent {posts} times"),
+        other => panic!("POST answered {other}: {post:?}"),
+    }
+    assert_eq!(wire.get("/last").await.text(), "GET /last");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_connection_dropped_under_a_request_retries_a_get_but_never_a_post() {
+    // Each connection answers its first request and drops the second unanswered: an app's
+    // keep-alive timer firing just as the gateway reuses the connection.
+    let up = Scripted::start(|a| {
+        if a.nth == 1 {
+            echo_line(a)
+        } else {
+            Answer::hang_up()
+        }
+    })
+    .await;
+    let gw = Gateway::start("workers = 1", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    assert_eq!(wire.get("/first").await.text(), "GET /first");
+    // Sent again on a new connection, out of sight.
+    let again = wire.get("/again").await;
+    assert_eq!(again.status(), 200, "{again:?}");
+    assert_eq!(again.text(), "GET /again");
+    let tries: Vec<(usize, usize)> = up
+        .arrived()
+        .iter()
+        .filter(|a| a.msg.target() == "/again")
+        .map(|a| (a.conn, a.nth))
+        .collect();
+    assert_eq!(
+        tries,
+        [(1, 2), (2, 1)],
+        "reused, dropped, then sent on a new connection"
+    );
+
+    wire.send(format!("POST /act HTTP/1.1\r\n{HOST}Content-Length: 0\r\n\r\n").as_bytes())
+        .await;
+    let (_, post) = wire.expect_final("POST", "the answer to the POST").await;
+    let posts: Vec<Arrived> = up
+        .arrived()
+        .into_iter()
+        .filter(|a| a.msg.method() == "POST")
+        .collect();
+    assert_eq!(posts.len(), 1, "a POST sent more than once: {posts:?}");
+    // It went out on the connection the GET was retried on, which then broke under it: the app
+    // may have acted on it, so the client is told, not the request repeated.
+    assert_eq!(
+        posts[0].nth, 2,
+        "the POST did not reuse a pooled connection"
+    );
+    assert_eq!(post.status(), 502, "{post:?}");
+    assert_eq!(wire.get("/last").await.text(), "GET /last");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_case_headers_pass_intact_and_connection_named_ones_do_not() {
+    let up = Scripted::start(|_| {
+        Answer::raw(
+            "HTTP/1.1 200 OK\r\nX-Custom-Thing: Mixed Case Value, 42\r\nX-UPPER: YES\r\n\
+             x-lower: no\r\nConnection: x-secret\r\nX-Secret: hidden\r\nContent-Length: 2\r\n\r\nok",
+        )
+    })
+    .await;
+    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    let resp = wire.get("/headers").await;
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    assert_eq!(resp.text(), "ok");
+    assert_eq!(resp.all("x-custom-thing"), ["Mixed Case Value, 42"]);
+    assert_eq!(resp.all("X-Upper"), ["YES"]);
+    assert_eq!(resp.all("X-LOWER"), ["no"]);
+    assert!(resp.header("x-secret").is_none(), "{resp:?}");
+    assert!(!resp.lists("connection", "x-secret"), "{resp:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mebibyte_body_arrives_byte_exact_with_a_length_and_chunked() {
+    const MIB: usize = 1 << 20;
+    let data = pattern(MIB);
+    let (with_length, in_chunks) = {
+        let mut a = format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {MIB}\r\n\r\n")
+            .into_bytes();
+        a.extend_from_slice(&data);
+        let mut b =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec();
+        // Odd chunk sizes, so that chunk and read boundaries never line up.
+        b.extend_from_slice(&chunked_coding(&data, 7_919));
+        (a, b)
+    };
+    let up = Scripted::start(move |a| match a.msg.target() {
+        "/length" => Answer::raw(with_length.clone()),
+        _ => Answer::raw(in_chunks.clone()),
+    })
+    .await;
+    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    for path in ["/length", "/chunked", "/length"] {
+        let resp = wire.get(path).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.body.len(), MIB, "{path}");
+        assert!(resp.body == data, "{path}: the body arrived altered");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_delivers_its_first_event_before_the_second_exists() {
+    const FIRST: &[u8] = b"event: progress\ndata: {\"step\": 1}\n\n";
+    const SECOND: &[u8] = b"event: progress\ndata: {\"step\": 2}\n\n";
+    let (listener, addr) = raw_upstream().await;
+    let (go_on, go) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let mut wire = Wire::new(stream);
+        let _ = wire.head().await;
+        let mut first = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                          Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+        first.extend_from_slice(format!("{:x}\r\n", FIRST.len()).as_bytes());
+        first.extend_from_slice(FIRST);
+        first.extend_from_slice(b"\r\n");
+        wire.send(&first).await;
+        // The second event exists only once the client has the first.
+        if go.await.is_err() {
+            return;
+        }
+        wire.send(&chunked_coding(SECOND, SECOND.len())).await;
+        let _ = wire.until_closed().await;
+    });
+    let _upstream = Upstream::from_task(addr, task);
+    let gw = Gateway::start("", &[route("/", addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    wire.send(
+        format!("GET /events HTTP/1.1\r\n{HOST}Accept: text/event-stream\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let mut head = within(PATIENCE, "the event stream's head", wire.head())
+        .await
+        .expect("the connection closed");
+    assert_eq!(head.status(), 200, "{head:?}");
+    assert!(
+        head.header("content-type")
+            .is_some_and(|v| v.starts_with("text/event-stream")),
+        "{head:?}"
+    );
+    head.framing = response_framing("GET", &head);
+    let mut received = Vec::new();
+    while !received.ends_with(FIRST) {
+        let piece = within(
+            Duration::from_secs(10),
+            "the first event before the second exists",
+            wire.piece(head.framing),
+        )
+        .await
+        .expect("the stream ended before its first event");
+        received.extend_from_slice(&piece);
+    }
+    assert_eq!(received, FIRST);
+    go_on.send(()).expect("the upstream is waiting");
+    while let Some(piece) =
+        within(PATIENCE, "the rest of the stream", wire.piece(head.framing)).await
+    {
+        received.extend_from_slice(&piece);
+    }
+    assert_eq!(received, [FIRST, SECOND].concat());
+}
