@@ -109,12 +109,19 @@ pub struct Outgoing<'a> {
 /// Host as the client sent it (the upstream's address if it sent none), forwarding headers, no
 /// hop-by-hop headers.
 pub fn prepare(parts: &mut http::request::Parts, out: &Outgoing<'_>) -> Result<(), StatusCode> {
-    let path_and_query = match out.query {
-        Some(q) => PathAndQuery::try_from(format!("{}?{}", out.path, q)),
-        None => PathAndQuery::try_from(out.path),
+    // Most requests go on as they came (canonical, no prefix stripped, query untouched): their
+    // origin-form URI is kept rather than built and parsed again.
+    let unchanged = parts.uri.scheme().is_none()
+        && parts.uri.path() == out.path
+        && parts.uri.query() == out.query;
+    if !unchanged {
+        let path_and_query = match out.query {
+            Some(q) => PathAndQuery::try_from(format!("{}?{}", out.path, q)),
+            None => PathAndQuery::try_from(out.path),
+        }
+        .map_err(|_| StatusCode::BAD_REQUEST)?;
+        parts.uri = Uri::from(path_and_query);
     }
-    .map_err(|_| StatusCode::BAD_REQUEST)?;
-    parts.uri = Uri::from(path_and_query);
     parts.version = Version::HTTP_11;
 
     let h = &mut parts.headers;
@@ -342,6 +349,64 @@ mod tests {
         assert!(!p.headers.contains_key("accept-encoding"));
         assert!(!p.headers.contains_key("x-hop"));
         assert!(!p.headers.contains_key("connection"));
+    }
+
+    #[test]
+    fn the_upstream_always_gets_an_origin_form_target() {
+        let r = route(false, false);
+        for (incoming, path, query, expected) in [
+            (
+                "/logs/api/x?a=1",
+                "/logs/api/x",
+                Some("a=1"),
+                "/logs/api/x?a=1",
+            ),
+            (
+                "http://box/logs/api/x?a=1",
+                "/logs/api/x",
+                Some("a=1"),
+                "/logs/api/x?a=1",
+            ),
+            (
+                "/logs/./api//x?a=1",
+                "/logs/api/x",
+                Some("a=1"),
+                "/logs/api/x?a=1",
+            ),
+            (
+                "/logs/api/x?a=1&token=t",
+                "/logs/api/x",
+                Some("a=1"),
+                "/logs/api/x?a=1",
+            ),
+            ("/logs/api/x?a=1", "/logs/api/x", None, "/logs/api/x"),
+        ] {
+            let mut p = Request::builder()
+                .uri(incoming)
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0;
+            let out = Outgoing {
+                route: &r,
+                path,
+                query,
+                hop: Hop {
+                    peer: "127.0.0.1".parse::<IpAddr>().unwrap(),
+                    trusted: false,
+                    proto: "http",
+                    host: None,
+                },
+                request_id: "id",
+                websocket: false,
+            };
+            prepare(&mut p, &out).unwrap();
+            assert_eq!(p.uri, expected, "{incoming}");
+            assert!(
+                p.uri.scheme().is_none() && p.uri.authority().is_none(),
+                "{incoming}"
+            );
+        }
     }
 
     #[test]
