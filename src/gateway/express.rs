@@ -137,21 +137,27 @@ where
 {
     let (parts, mut body) = resp.into_parts();
     out.clear();
+    let mut outbox = Outbox {
+        out,
+        large: Vec::new(),
+        held: 0,
+    };
     let known = body.size_hint().exact();
-    let framing = wire::encode_response(&parts, method, known, close, out);
+    let framing = wire::encode_response(&parts, method, known, close, outbox.out);
     let mut left = match framing {
         Outgoing::Bodiless => {
             drop(body);
-            write_all(io, out, &[]).await?;
+            outbox.flush(io).await?;
             return Ok(true);
         }
         Outgoing::Length(n) => Some(n),
         Outgoing::Chunked => None,
     };
     loop {
+        let holding = !outbox.is_empty();
         let next = std::future::poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
-            // Nothing more right now: what is buffered goes out before waiting.
-            Poll::Pending if !out.is_empty() => Poll::Ready(Next::Idle),
+            // Nothing more right now: what is held goes out before waiting.
+            Poll::Pending if holding => Poll::Ready(Next::Idle),
             Poll::Pending => match watch_client(io, buf, cx) {
                 Poll::Ready(()) => Poll::Ready(Next::Gone),
                 Poll::Pending => Poll::Pending,
@@ -161,7 +167,7 @@ where
         .await;
         let frame = match next {
             Next::Idle => {
-                write_all(io, out, &[]).await?;
+                outbox.flush(io).await?;
                 continue;
             }
             Next::Gone => return Ok(false),
@@ -170,7 +176,7 @@ where
             Next::Frame(Some(Err(e))) => {
                 // The head is out; the client sees the body end short.
                 tracing::debug!(error = %e, "response body failed");
-                write_all(io, out, &[]).await?;
+                outbox.flush(io).await?;
                 return Ok(false);
             }
         };
@@ -184,35 +190,31 @@ where
             if data.len() as u64 > *n {
                 // More than the head announced: the rest cannot be framed.
                 data.truncate(*n as usize);
-                write_all(io, out, &data).await?;
+                outbox.push(data);
+                outbox.flush(io).await?;
                 return Ok(false);
             }
             *n -= data.len() as u64;
+            outbox.push(data);
         } else {
-            wire::chunk_header(data.len(), out);
+            wire::chunk_header(data.len(), outbox.out);
+            outbox.push(data);
+            outbox.out.extend_from_slice(b"\r\n");
         }
-        if data.len() <= COPY_LIMIT {
-            out.extend_from_slice(&data);
-        } else {
-            write_all(io, out, &data).await?;
-        }
-        if left.is_none() {
-            out.extend_from_slice(b"\r\n");
-        }
-        if out.len() >= FLUSH_AT {
-            write_all(io, out, &[]).await?;
+        if outbox.is_full() {
+            outbox.flush(io).await?;
         }
     }
     match left {
         Some(0) => {}
         Some(_) => {
             // Less than announced: the connection cannot go on.
-            write_all(io, out, &[]).await?;
+            outbox.flush(io).await?;
             return Ok(false);
         }
-        None => out.extend_from_slice(b"0\r\n\r\n"),
+        None => outbox.out.extend_from_slice(b"0\r\n\r\n"),
     }
-    write_all(io, out, &[]).await?;
+    outbox.flush(io).await?;
     Ok(true)
 }
 
@@ -221,6 +223,82 @@ enum Next {
     /// The client closed its connection.
     Gone,
     Frame(Option<Result<http_body::Frame<Bytes>, super::BoxError>>),
+}
+
+/// Response bytes waiting to be written: small pieces copied into `out`, larger data frames
+/// held by reference at their place in it, all written with one vectored call once the body
+/// has nothing more ready or enough is held.
+struct Outbox<'a> {
+    out: &'a mut Vec<u8>,
+    /// Data frames and the offset in `out` they come before.
+    large: Vec<(usize, Bytes)>,
+    /// Bytes of `large`.
+    held: usize,
+}
+
+/// The most data frames, and bytes, held for one write (as `gather.rs` holds request bodies).
+const MAX_HELD_FRAMES: usize = 16;
+const MAX_HELD_BYTES: usize = 256 * 1024;
+
+impl Outbox<'_> {
+    fn push(&mut self, data: Bytes) {
+        if data.len() <= COPY_LIMIT {
+            self.out.extend_from_slice(&data);
+        } else {
+            self.held += data.len();
+            self.large.push((self.out.len(), data));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.out.is_empty() && self.large.is_empty()
+    }
+
+    fn is_full(&self) -> bool {
+        self.out.len() >= FLUSH_AT
+            || self.out.len() + self.held >= MAX_HELD_BYTES
+            || self.large.len() >= MAX_HELD_FRAMES
+    }
+
+    /// Writes everything held, in order, and empties the box.
+    async fn flush<I: AsyncWrite + Unpin>(&mut self, io: &mut I) -> std::io::Result<()> {
+        let total = self.out.len() + self.held;
+        let mut done = 0;
+        while done < total {
+            let mut slices = [IoSlice::new(&[]); 2 * MAX_HELD_FRAMES + 1];
+            let mut count = 0;
+            let mut pos = 0;
+            let mut at = 0;
+            let pieces = self
+                .large
+                .iter()
+                .flat_map(|(offset, data)| {
+                    let small = &self.out[at..*offset];
+                    at = *offset;
+                    [small, &data[..]]
+                })
+                .collect::<Vec<&[u8]>>();
+            for piece in pieces.iter().copied().chain([&self.out[at..]]) {
+                let start = pos;
+                pos += piece.len();
+                if pos <= done || piece.is_empty() || count == slices.len() {
+                    continue;
+                }
+                slices[count] = IoSlice::new(&piece[done.saturating_sub(start)..]);
+                count += 1;
+            }
+            let n = io.write_vectored(&slices[..count]).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            done += n;
+        }
+        io.flush().await?;
+        self.out.clear();
+        self.large.clear();
+        self.held = 0;
+        Ok(())
+    }
 }
 
 /// Runs `fut` while watching the client: what it sends meanwhile (a pipelined request) is kept
@@ -262,34 +340,6 @@ fn watch_client<I: AsyncRead + Unpin>(
             Poll::Pending => return Poll::Pending,
         }
     }
-}
-
-/// Writes `out` then `data` (in one system call where the transport allows), and empties `out`.
-async fn write_all<I>(io: &mut I, out: &mut Vec<u8>, data: &[u8]) -> std::io::Result<()>
-where
-    I: AsyncWrite + Unpin,
-{
-    let mut head = &out[..];
-    let mut data = data;
-    while !head.is_empty() || !data.is_empty() {
-        let n = if head.is_empty() {
-            io.write(data).await?
-        } else if data.is_empty() {
-            io.write(head).await?
-        } else {
-            io.write_vectored(&[IoSlice::new(head), IoSlice::new(data)])
-                .await?
-        };
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let from_head = n.min(head.len());
-        head = &head[from_head..];
-        data = &data[n - from_head..];
-    }
-    io.flush().await?;
-    out.clear();
-    Ok(())
 }
 
 /// A transport with bytes already read from it put back in front.
@@ -345,5 +395,91 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A transport that takes at most `step` bytes per write, vectored or not.
+    struct Trickle {
+        written: Vec<u8>,
+        step: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let n = buf.len().min(self.step);
+            self.written.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let mut left = self.step;
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(left);
+                self.written.extend_from_slice(&b[..take]);
+                n += take;
+                left -= take;
+                if left == 0 {
+                    break;
+                }
+            }
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn held_frames_are_written_in_order_through_partial_writes() {
+        for step in [1, 7, 4096, 1 << 20] {
+            let mut out = Vec::new();
+            let mut expected = Vec::new();
+            let mut outbox = Outbox {
+                out: &mut out,
+                large: Vec::new(),
+                held: 0,
+            };
+            for i in 0..5u8 {
+                let small = vec![b'a' + i; 3];
+                outbox.out.extend_from_slice(&small);
+                expected.extend_from_slice(&small);
+                // Alternately above and below the copy limit.
+                let data = Bytes::from(vec![i; if i % 2 == 0 { COPY_LIMIT + 5 } else { 10 }]);
+                expected.extend_from_slice(&data);
+                outbox.push(data);
+            }
+            outbox.out.extend_from_slice(b"end");
+            expected.extend_from_slice(b"end");
+            assert_eq!(outbox.large.len(), 3);
+            let mut io = Trickle {
+                written: Vec::new(),
+                step,
+            };
+            outbox.flush(&mut io).await.unwrap();
+            assert!(outbox.is_empty() && outbox.held == 0);
+            assert!(io.written == expected, "step {step}: bytes out of order");
+        }
     }
 }
