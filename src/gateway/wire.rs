@@ -97,7 +97,8 @@ pub fn parse_response(
         };
         let spans = Spans::of(buf, resp.headers);
         let head = buf.split_to(len).freeze();
-        let headers = header_map(&head, spans.as_slice())?;
+        // The gateway adds a request id to an answer.
+        let headers = header_map(&head, spans.as_slice(), 1)?;
 
         let mut keep_alive = version == Version::HTTP_11;
         for value in headers.get_all(http::header::CONNECTION) {
@@ -218,7 +219,8 @@ pub fn parse_request(buf: &mut BytesMut) -> ClientHead {
     let spans = Spans::of(buf, req.headers);
     let head = buf.split_to(len).freeze();
     let uri = http::Uri::from_maybe_shared(head.slice(target_at..target_at + target_len));
-    let (Ok(uri), Ok(headers)) = (uri, header_map(&head, spans.as_slice())) else {
+    // Forwarding headers and a request id go onto a request.
+    let (Ok(uri), Ok(headers)) = (uri, header_map(&head, spans.as_slice(), 8)) else {
         // Put the head back: hyper answers it.
         let mut back = BytesMut::from(&head[..]);
         back.extend_from_slice(buf);
@@ -281,9 +283,9 @@ impl Spans {
 }
 
 /// The header map of a head, its values sharing the head's memory.
-fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, WireError> {
-    // Room for what the gateway adds (forwarding headers, a request id) without regrowing.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 8);
+/// `room`: headers the gateway will add, so that the map need not grow for them.
+fn header_map(head: &Bytes, spans: &[Span], room: usize) -> Result<HeaderMap, WireError> {
+    let mut headers = HeaderMap::with_capacity(spans.len() + room);
     for span in spans {
         let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
             .map_err(|_| WireError::Head("invalid header name"))?;
