@@ -1515,3 +1515,60 @@ async fn an_event_stream_delivers_its_first_event_before_the_second_exists() {
     }
     assert_eq!(received, [FIRST, SECOND].concat());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Which codec served a connection
+// ---------------------------------------------------------------------------------------------
+
+/// The `vastgate_connections_total` counters (own codec, hyper) from `/_vastgate/metrics`.
+async fn connections_by_codec(addr: SocketAddr) -> (u64, u64) {
+    let text = get(addr, "/_vastgate/metrics", &[]).await.text();
+    let count = |codec: &str| {
+        let prefix = format!("vastgate_connections_total{{codec=\"{codec}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {prefix:?} in the metrics:\n{text}"))
+    };
+    (count("own"), count("hyper"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_less_requests_stay_on_the_gateways_codec_and_a_body_moves_the_connection_to_hyper() {
+    let (up, seen) = echo_upstream("app").await;
+    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+    let (own0, hyper0) = connections_by_codec(gw.addr).await;
+
+    // Three plain requests on one connection: the gateway's own codec throughout.
+    let mut plain = Conn::open(gw.addr).await;
+    for i in 0..3 {
+        let reply = plain
+            .exchange(request("GET", &format!("/plain/{i}"), &[], empty()))
+            .await;
+        assert_eq!(reply.status, http::StatusCode::OK);
+    }
+    let (own1, hyper1) = connections_by_codec(gw.addr).await;
+    // The plain connection and the first metrics read's connection, nothing for hyper.
+    assert_eq!((own1 - own0, hyper1 - hyper0), (2, 0));
+
+    // A GET then a POST with a body on one connection: handed to hyper at the POST, and the
+    // body arrives whole.
+    let mut mixed = Conn::open(gw.addr).await;
+    let reply = mixed.exchange(request("GET", "/first", &[], empty())).await;
+    assert_eq!(reply.status, http::StatusCode::OK);
+    let reply = mixed
+        .exchange(request(
+            "POST",
+            "/upload",
+            &[],
+            full("a body of 21 bytes..."),
+        ))
+        .await;
+    assert_eq!(reply.status, http::StatusCode::OK);
+    assert_eq!(seen.last().body_len, "a body of 21 bytes...".len());
+    let reply = mixed.exchange(request("GET", "/after", &[], empty())).await;
+    assert_eq!(reply.status, http::StatusCode::OK);
+    let (own2, hyper2) = connections_by_codec(gw.addr).await;
+    assert_eq!((own2 - own1, hyper2 - hyper1), (2, 1));
+    assert_eq!(seen.last().target, "/after");
+}

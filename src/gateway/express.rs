@@ -50,6 +50,7 @@ pub async fn serve<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let stop = gateway.streams_stop.clone();
+    gateway.metrics.count_own_connection();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     // Made at the first response: a connection handed to hyper at once never needs it.
     let mut out = Vec::new();

@@ -35,6 +35,11 @@ pub struct Metrics {
     upstream_timeout: AtomicU64,
     /// Answers instead of forwarding: 401, 403 (upstream mode), 429, 503 (hashing busy).
     auth_refusals: Mutex<BTreeMap<u16, u64>>,
+    /// Client connections by what served their requests: the gateway's own HTTP/1.1 codec
+    /// (`express.rs`) to the end, or hyper (from the start, or from the first request that
+    /// needed it).
+    connections_own: AtomicU64,
+    connections_hyper: AtomicU64,
 }
 
 impl Metrics {
@@ -59,6 +64,16 @@ impl Metrics {
             UpstreamError::ClientBody(_) => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client connection served by the gateway's own codec (until it is handed to hyper).
+    pub fn count_own_connection(&self) {
+        self.connections_own.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client connection served by hyper, from the start or after a hand-over.
+    pub fn count_hyper_connection(&self) {
+        self.connections_hyper.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_auth_refusal(&self, status: StatusCode) {
@@ -117,6 +132,23 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "vastgate_auth_refusals_total{{status=\"{status}\"}} {n}"
+            );
+        }
+        drop(refusals);
+        out.push_str(
+            "# HELP vastgate_connections_total Client connections, by the HTTP codec that served \
+             them: the gateway's own HTTP/1.1 one (body-less requests) or hyper's (from the first \
+             request with a body or an upgrade, and HTTP/2).\n\
+             # TYPE vastgate_connections_total counter\n",
+        );
+        for (codec, counter) in [
+            ("own", &self.connections_own),
+            ("hyper", &self.connections_hyper),
+        ] {
+            let _ = writeln!(
+                out,
+                "vastgate_connections_total{{codec=\"{codec}\"}} {}",
+                counter.load(Ordering::Relaxed)
             );
         }
     }

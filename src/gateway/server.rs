@@ -316,6 +316,7 @@ pub(super) async fn serve_hyper<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    gateway.metrics.count_hyper_connection();
     let service = service_fn(move |req| {
         let gw = gateway.clone();
         let req = req.map(RequestBody::from_client);
