@@ -258,11 +258,16 @@ impl Connections {
                     };
                     return Ok(Response::from_parts(resp.parts, PooledBody::Plain(body)));
                 }
+                // Not written: the pooled socket had been closed. Another one, whatever the
+                // method.
+                Err(Exchange::Unsent(e)) if reused => {
+                    tracing::debug!(error = %e, "pooled connection closed before a request; sending it on another");
+                }
                 Err(Exchange::Closed(e)) if reused && idempotent => {
                     tracing::debug!(error = %e, "pooled connection closed under a request; sending it again");
                     fresh_only = true;
                 }
-                Err(Exchange::Closed(e) | Exchange::Io(e)) => {
+                Err(Exchange::Unsent(e) | Exchange::Closed(e) | Exchange::Io(e)) => {
                     return Err(PoolError::Exchange(e.into()))
                 }
                 Err(Exchange::Wire(e)) => return Err(PoolError::Exchange(e.into())),
@@ -273,7 +278,9 @@ impl Connections {
 
 /// How a plain exchange failed.
 enum Exchange {
-    /// Closed or reset before any byte of an answer: the request may not have been seen.
+    /// Closed or reset before the request could be written: the app has not seen it.
+    Unsent(std::io::Error),
+    /// Closed or reset before any byte of an answer: the request may have been seen.
     Closed(std::io::Error),
     Io(std::io::Error),
     Wire(WireError),
@@ -285,12 +292,15 @@ async fn exchange(
     head: &[u8],
     method: &Method,
 ) -> Result<wire::ResponseHead, Exchange> {
-    if let Err(e) = conn.stream.write_all(head).await {
-        return Err(if closed(&e) {
-            Exchange::Closed(e)
-        } else {
-            Exchange::Io(e)
-        });
+    let mut written = 0;
+    while written < head.len() {
+        match conn.stream.write(&head[written..]).await {
+            Ok(0) => return Err(Exchange::Io(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if written == 0 && closed(&e) => return Err(Exchange::Unsent(e)),
+            Err(e) if closed(&e) => return Err(Exchange::Closed(e)),
+            Err(e) => return Err(Exchange::Io(e)),
+        }
     }
     loop {
         if !conn.buf.is_empty() {
