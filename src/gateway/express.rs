@@ -76,9 +76,7 @@ pub async fn serve<I>(
                 }
                 ClientHead::Partial => {}
             }
-            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                buf.reserve(READ_CHUNK);
-            }
+            make_room(&mut buf);
             tokio::select! {
                 biased;
                 read = io.read_buf(&mut buf) => match read {
@@ -321,6 +319,13 @@ where
     .await
 }
 
+/// Space for the next read from the client.
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
 /// Reads what the client sends into `buf`; `Ready` once it has closed the connection (or
 /// broken it). Stops reading (and watching) once a whole head's worth is waiting.
 fn watch_client<I: AsyncRead + Unpin>(
@@ -332,9 +337,7 @@ fn watch_client<I: AsyncRead + Unpin>(
         if buf.len() > wire::MAX_HEAD {
             return Poll::Pending;
         }
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
-        }
+        make_room(buf);
         match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
             Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
             Poll::Ready(Ok(_)) => {}

@@ -248,7 +248,7 @@ impl Connections {
             match exchange(&mut conn, &head, &parts.method).await {
                 Ok(resp) => {
                     let keep = resp.keep_alive.then(|| PlainCheckin {
-                        authority: authority.as_str().into(),
+                        authority: authority.clone(),
                         idle_timeout: self.idle_timeout,
                     });
                     let body = PlainBody {
@@ -331,13 +331,18 @@ async fn exchange(
     }
 }
 
+/// The connection was closed or reset under us.
 fn closed(e: &std::io::Error) -> bool {
+    broken(e) || e.kind() == std::io::ErrorKind::UnexpectedEof
+}
+
+/// The peer reset or aborted the connection.
+fn broken(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
         std::io::ErrorKind::ConnectionReset
             | std::io::ErrorKind::BrokenPipe
             | std::io::ErrorKind::ConnectionAborted
-            | std::io::ErrorKind::UnexpectedEof
     )
 }
 
@@ -402,12 +407,7 @@ fn closed_before_answer(e: &hyper::Error) -> bool {
     let mut cause = std::error::Error::source(e);
     while let Some(err) = cause {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::ConnectionAborted
-            );
+            return broken(io);
         }
         cause = err.source();
     }
@@ -494,23 +494,37 @@ impl Checkin {
             authority,
             idle_timeout,
         } = self;
-        let start_sweeper = POOL.with_borrow_mut(|pool| {
-            let list = match pool.idle.get_mut(authority.as_str()) {
-                Some(list) => list,
-                None => pool.idle.entry(authority.as_str().into()).or_default(),
-            };
-            if list.len() >= MAX_IDLE {
-                list.remove(0); // the oldest
-            }
-            list.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
-            !std::mem::replace(&mut pool.sweeping, true)
-        });
-        if start_sweeper {
-            start_sweeping(idle_timeout);
+        let idle = Idle {
+            sender,
+            since: Instant::now(),
+        };
+        park_in(|pool| &mut pool.idle, &authority, idle, idle_timeout);
+    }
+}
+
+/// Puts `idle` last on `authority`'s list in the list map `pick` chooses (the oldest goes when
+/// it is full) and starts this thread's sweeper if none runs.
+fn park_in<T>(
+    pick: impl FnOnce(&mut Pool) -> &mut HashMap<Box<str>, Vec<T>>,
+    authority: &Authority,
+    idle: T,
+    idle_timeout: Duration,
+) {
+    let start_sweeper = POOL.with_borrow_mut(|pool| {
+        let start = !std::mem::replace(&mut pool.sweeping, true);
+        let lists = pick(pool);
+        let list = match lists.get_mut(authority.as_str()) {
+            Some(list) => list,
+            None => lists.entry(authority.as_str().into()).or_default(),
+        };
+        if list.len() >= MAX_IDLE {
+            list.remove(0); // the oldest
         }
+        list.push(idle);
+        start
+    });
+    if start_sweeper {
+        start_sweeping(idle_timeout);
     }
 }
 
@@ -635,7 +649,7 @@ pub struct PlainBody {
 
 /// Where a plain socket goes back to.
 struct PlainCheckin {
-    authority: Box<str>,
+    authority: Authority,
     idle_timeout: Duration,
 }
 
@@ -704,21 +718,14 @@ fn park_plain(mut conn: RawConn, keep: PlainCheckin) {
         conn.buf = BytesMut::new();
         conn.read_size = READ_FIRST;
     }
-    let start_sweeper = POOL.with_borrow_mut(|pool| {
-        let list = match pool.raw.get_mut(&keep.authority) {
-            Some(list) => list,
-            None => pool.raw.entry(keep.authority).or_default(),
-        };
-        if list.len() >= MAX_IDLE {
-            list.remove(0); // the oldest
-        }
-        list.push(RawIdle {
-            conn,
-            since: Instant::now(),
-        });
-        !std::mem::replace(&mut pool.sweeping, true)
-    });
-    if start_sweeper {
-        start_sweeping(keep.idle_timeout);
-    }
+    let idle = RawIdle {
+        conn,
+        since: Instant::now(),
+    };
+    park_in(
+        |pool| &mut pool.raw,
+        &keep.authority,
+        idle,
+        keep.idle_timeout,
+    );
 }

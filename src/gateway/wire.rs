@@ -17,6 +17,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
+use super::headers::has_token;
+
 /// The most header lines a head may have (hyper's limit too).
 pub const MAX_HEADERS: usize = 100;
 
@@ -100,17 +102,9 @@ pub fn parse_response(
         // The gateway adds a request id to an answer.
         let headers = header_map(&head, spans.as_slice(), 1)?;
 
-        let mut keep_alive = version == Version::HTTP_11;
-        for value in headers.get_all(http::header::CONNECTION) {
-            for token in value.as_bytes().split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    keep_alive = true;
-                }
-            }
-        }
+        let connection = http::header::CONNECTION;
+        let mut keep_alive = !has_token(&headers, &connection, "close")
+            && (version == Version::HTTP_11 || has_token(&headers, &connection, "keep-alive"));
         let framing = if *method == Method::HEAD
             || status == StatusCode::SWITCHING_PROTOCOLS
             || status == StatusCode::NO_CONTENT
@@ -347,11 +341,15 @@ pub fn encode_request(parts: &http::request::Parts, out: &mut Vec<u8>) {
 /// Appends `name: value` lines.
 pub fn encode_headers(headers: &HeaderMap, out: &mut Vec<u8>) {
     for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        header_line(name, value, out);
     }
+}
+
+fn header_line(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// How a response to a client is framed, decided from its head and body.
@@ -392,10 +390,7 @@ pub fn encode_response(
         {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        header_line(name, value, out);
     }
     let framing = if no_body {
         Outgoing::Bodiless
