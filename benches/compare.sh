@@ -17,7 +17,11 @@
 # keep-alive to it), the same user and the same bcrypt cost-10 htpasswd file (nginx also an apr1
 # file); access logs are off except in the `vastgate-log` variants, which write JSON lines to a
 # file. Before measuring, each target must answer 401 without and 200 with credentials (200 both
-# ways when auth is off).
+# ways when auth is off). W1-W4 also measure `relay`, the floor under any proxy: a bare TCP relay
+# (`benches/streams.rs relay`, pinned like the proxies) that gives each client connection its own
+# upstream connection and moves the bytes without parsing them. No proxy that reads HTTP and
+# checks a password can beat it; where a target asks for more than the relay reaches, no proxy
+# can meet it on this machine.
 #
 # Environment (defaults in brackets): DURATION seconds per wrk run [5], ROUNDS [2] (the table
 # shows the mean and the spread between rounds), CONNECTIONS [50], FLOOD_DURATION seconds [10],
@@ -80,12 +84,17 @@ LOAD=() # the prefix that pins the load generators and the upstream, if asked
 
 # --- build -----------------------------------------------------------------------------------
 cd "$ROOT"
-echo "== building (cargo build --release --locked; the flood client)" >&2
+echo "== building (cargo build --release --locked; the flood client and the bare relay)" >&2
 build_vastgate
 FLOOD=
 if [[ $MODE != throughput ]]; then
     build_bench auth_flood
     FLOOD=$BENCH_EXE
+fi
+RELAY=
+if [[ $MODE != flood ]]; then
+    build_bench streams
+    RELAY=$BENCH_EXE
 fi
 
 # --- processes, ports, files ---------------------------------------------------------------------
@@ -234,6 +243,16 @@ start_vastgate() { # start_vastgate NAME none|basic off|file
     T_PORT[$name]=$PORT T_PID[$name]=$! T_AUTH[$name]=$([[ $2 = none ]] && echo 0 || echo 1)
 }
 
+start_relay() { # the floor under any proxy: bytes relayed to the upstream, nothing parsed
+    free_port
+    taskset -c "$PROXY_CPU" "$RELAY" relay --mode copy --listen "127.0.0.1:$PORT" \
+        --upstream "127.0.0.1:$UPSTREAM_PORT" >"$WORK/relay.log" 2>&1 &
+    PIDS+=($!)
+    wait_listening "$PORT" relay
+    TARGETS+=(relay)
+    T_PORT[relay]=$PORT T_PID[relay]=$! T_AUTH[relay]=0
+}
+
 # --- measuring -------------------------------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -329,6 +348,7 @@ start_vastgate vastgate none off
 start_vastgate vastgate-bcrypt basic off
 start_vastgate vastgate-log none file
 start_vastgate vastgate-log-bcrypt basic file
+[[ -n $RELAY ]] && start_relay
 
 echo "== checking every target (401 without credentials, 200 with them)" >&2
 for name in "${TARGETS[@]}"; do
@@ -401,6 +421,11 @@ if [[ $MODE != flood ]]; then
         print ""
         printf "W1 vastgate-bcrypt req/s = %.2fx nginx (auth off) [>= 1.0: %s], %.1fx nginx-apr1 [>= 10: %s], %.1fx caddy-bcrypt [>= 3: %s]\n",
             w1a, verdict(w1a >= 1), w1b, verdict(w1b >= 10), w1c, verdict(w1c >= 3)
+        fl = "relay" SUBSEP "c"
+        if (cnt[fl]) {
+            printf "   floor: the bare relay (no HTTP, no auth) = %.2fx nginx (auth off), %.1fx nginx-apr1; vastgate-bcrypt = %.2fx the relay\n",
+                mean(rps, fl) / mean(rps, rc), mean(rps, fl) / mean(rps, "nginx-apr1" SUBSEP "c"), mean(rps, vb) / mean(rps, fl)
+        }
         printf "W2 vastgate-bcrypt req/s = %.2fx vastgate (auth off) [>= 0.9: %s]\n", w2, verdict(w2 >= 0.9)
         printf "W3 vastgate-bcrypt 1-connection p50 = %.2fx, p99 = %.2fx nginx (auth off) [<= 1.0: %s, %s]\n",
             w3a, w3b, verdict(w3a <= 1), verdict(w3b <= 1)

@@ -15,6 +15,12 @@
 //! - `sse`: reads an event stream (sending `Accept-Encoding: gzip, br` like a browser) and records
 //!   each event's arrival minus its send time (the clock is shared by every process on the
 //!   machine).
+//! - `relay`: not a proxy but the floor under any proxy: each accepted connection gets its own
+//!   connection to the upstream and the bytes are moved both ways without being parsed (no HTTP,
+//!   no authentication), either through a buffer (`--mode copy`: one read and one write per
+//!   piece, the system calls an HTTP/1.1 proxy makes) or kernel-side through a pipe (`--mode
+//!   splice`: no copy through user space at all). What a relay cannot reach on a machine, no
+//!   proxy can.
 //!
 //! Resident memory is `VmRSS` from `/proc/PID/status`, summed over the `--rss-pid` processes.
 //! Each client's last line is `RESULT key=value ...` for `benches/streams.sh`, which runs them all;
@@ -71,6 +77,8 @@ enum Command {
     Transfer(TransferArgs),
     /// One server-sent event stream: the delay of each event.
     Sse(SseArgs),
+    /// A bare TCP relay to `--upstream` on `--listen`: the floor under any proxy.
+    Relay(RelayArgs),
 }
 
 /// Where a client connects and how it authenticates.
@@ -171,6 +179,24 @@ struct SseArgs {
     interval: Duration,
 }
 
+#[derive(clap::Args, Debug)]
+struct RelayArgs {
+    #[arg(long)]
+    listen: SocketAddr,
+    #[arg(long)]
+    upstream: SocketAddr,
+    #[arg(long, value_enum, default_value_t = RelayMode::Copy)]
+    mode: RelayMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RelayMode {
+    /// Read into a buffer, write it out.
+    Copy,
+    /// `splice(2)` from the socket into a pipe and from the pipe into the other socket.
+    Splice,
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -207,6 +233,7 @@ fn main() -> ExitCode {
             Command::WsLoad(args) => ws_load(args).await,
             Command::Transfer(args) => transfer(args).await,
             Command::Sse(args) => sse(args).await,
+            Command::Relay(args) => relay(args).await,
         }
     });
     // Whatever is left (sockets being closed, the upstream's connections) is dropped here.
@@ -1093,4 +1120,158 @@ async fn sse(args: SseArgs) -> Result<(), String> {
         args.events
     );
     Ok(())
+}
+
+// --- the relay: the floor under any proxy -------------------------------------------------------
+
+async fn relay(args: RelayArgs) -> Result<(), String> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    loop {
+        let (client, _) = listener
+            .accept()
+            .await
+            .map_err(|e| format!("accept failed: {e}"))?;
+        let (upstream, mode) = (args.upstream, args.mode);
+        tokio::spawn(async move {
+            let Ok(upstream) = TcpStream::connect(upstream).await else {
+                return;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = upstream.set_nodelay(true);
+            match mode {
+                RelayMode::Copy => {
+                    let (mut client, mut upstream) = (client, upstream);
+                    let (client_in, client_out) = client.split();
+                    let (upstream_in, upstream_out) = upstream.split();
+                    let _ =
+                        tokio::join!(pump(client_in, upstream_out), pump(upstream_in, client_out));
+                }
+                RelayMode::Splice => {
+                    let _ = tokio::join!(
+                        splice_pump(&client, &upstream),
+                        splice_pump(&upstream, &client)
+                    );
+                }
+            }
+        });
+    }
+}
+
+/// Copies `from` to `to` until `from` ends, then ends `to`. One read and one write per piece:
+/// tokio marks a socket not ready when a read comes back short, so no read is wasted on
+/// `EAGAIN`.
+async fn pump(
+    mut from: tokio::net::tcp::ReadHalf<'_>,
+    mut to: tokio::net::tcp::WriteHalf<'_>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        to.write_all(&buf[..n]).await?;
+    }
+}
+
+/// Moves `from` to `to` through a pipe with `splice(2)`, then ends `to`.
+async fn splice_pump(from: &TcpStream, to: &TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use tokio::io::Interest;
+    let pipe = Pipe::new()?;
+    let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
+    loop {
+        from.readable().await?;
+        let moved = from.try_io(Interest::READABLE, || {
+            // SAFETY: both descriptors are open for the whole call; null offsets mean "the
+            // file position", as sockets and pipes require.
+            let n = unsafe {
+                libc::splice(
+                    from.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    pipe.write,
+                    std::ptr::null_mut(),
+                    1 << 20,
+                    flags,
+                )
+            };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        let mut left = match moved {
+            Ok(0) => {
+                // SAFETY: shutting down the write side of an open socket.
+                unsafe { libc::shutdown(to.as_raw_fd(), libc::SHUT_WR) };
+                return Ok(());
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        while left > 0 {
+            to.writable().await?;
+            let sent = to.try_io(Interest::WRITABLE, || {
+                // SAFETY: as above.
+                let n = unsafe {
+                    libc::splice(
+                        pipe.read,
+                        std::ptr::null_mut(),
+                        to.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        left,
+                        flags,
+                    )
+                };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match sent {
+                Ok(n) => left -= n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A pipe of 1 MiB (the default `pipe-max-size`), closed when dropped.
+struct Pipe {
+    read: i32,
+    write: i32,
+}
+
+impl Pipe {
+    fn new() -> std::io::Result<Pipe> {
+        let mut fds = [0i32; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // A larger pipe moves more per call; if refused, the default 64 KiB works too.
+        // SAFETY: fds[1] is the pipe just made.
+        unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 1 << 20) };
+        Ok(Pipe {
+            read: fds[0],
+            write: fds[1],
+        })
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        // SAFETY: both descriptors belong to this pipe and are closed once.
+        unsafe {
+            libc::close(self.read);
+            libc::close(self.write);
+        }
+    }
 }

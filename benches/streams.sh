@@ -29,8 +29,11 @@
 #   W6: TRANSFER_MIB MiB per transfer, Content-Length and chunked, up (POST) and down (GET, the
 #       upstream's answer framed either way); growth = highest RSS during the transfer - RSS just
 #       before; throughput compared with the same transfer sent straight to the upstream.
-#       direct and vastgate run TRANSFER_ROUNDS rounds (the best throughput and the largest
-#       growth count), nginx one.
+#       direct, the bare relays and vastgate run TRANSFER_ROUNDS rounds (the best throughput and
+#       the largest growth count), nginx one. The bare relays (`streams relay`, pinned like the
+#       proxies) parse nothing: each client connection is relayed byte for byte to its own
+#       upstream connection, through a buffer (relay-copy) or kernel-side with splice(2)
+#       (relay-splice). They are the floor under any proxy: what they cannot reach, none can.
 #   W7: SSE_EVENTS events SSE_INTERVAL_MS ms apart, requested with `Accept-Encoding: gzip, br`;
 #       delay = arrival - send time; the target is on the added delay (proxy p50 - direct p50).
 # Through a proxy every byte is copied twice more than direct, by a third busy process: on a
@@ -300,13 +303,31 @@ start_direct() {
     TARGET_PID='' TARGET_PORT=$UPSTREAM_PORT RSS_PIDS=()
 }
 
+start_relay() { # start_relay copy|splice: the floor under any proxy, pinned like the proxies
+    START=$((START + 1))
+    free_port
+    taskset -c "$PROXY_CPU" "$STREAMS" relay --mode "$1" --listen "127.0.0.1:$PORT" \
+        --upstream "127.0.0.1:$UPSTREAM_PORT" >"$WORK/relay-$START.log" 2>&1 &
+    PIDS+=($!)
+    TARGET_PID=$! TARGET_PORT=$PORT
+    if ! wait_listening "$PORT" "the relay" "$TARGET_PID"; then
+        stop_pid "$TARGET_PID"
+        retry_start "the relay" "$WORK/relay-$START.log"
+        start_relay "$1"
+        return
+    fi
+    RSS_PIDS=("$TARGET_PID")
+}
+start_relay-copy() { start_relay copy; }
+start_relay-splice() { start_relay splice; }
+
 # start NAME: starts a fresh proxy (nothing for `direct`) and checks it answers 401 without and
 # 200 with the credentials (the check also puts them in vastgate's cache).
 start() {
     local name=$1 url without body with expected=401
     "start_$name"
     url="http://127.0.0.1:$TARGET_PORT/hello"
-    [[ $name = direct ]] && expected=200
+    [[ $name = direct || $name = relay-* ]] && expected=200
     without=$(curl -s -o /dev/null -w '%{http_code}' "$url")
     body=$(curl -s -w '\n%{http_code}' -H "Authorization: $AUTHORIZATION" "$url")
     with=${body##*$'\n'}
@@ -412,7 +433,7 @@ if [[ $MODE = all || $MODE = transfer ]]; then
     for round in $(seq "$TRANSFER_ROUNDS"); do
         for direction in up down; do
             for framing in length chunked; do
-                targets=(direct vastgate)
+                targets=(direct relay-copy relay-splice vastgate)
                 ((round == 1)) && targets+=(nginx) # context; slow with proxy_buffering off
                 for target in "${targets[@]}"; do
                     start "$target"
@@ -443,7 +464,7 @@ if [[ $MODE = all || $MODE = transfer ]]; then
     }
     END {
         printf "W6: %d MiB per transfer (up: POST to a sink; down: GET from a generator), Accept-Encoding: gzip, br;\n", mib
-        printf "direct and vastgate best of %d rounds (growth: the largest), nginx 1 round\n", rounds
+        printf "direct, the bare relays and vastgate best of %d rounds (growth: the largest), nginx 1 round\n", rounds
         printf "%-14s %-9s %6s %8s %8s %6s %9s %10s %10s %10s %9s %9s\n", "transfer", "target", "rounds", "MiB/s",
             "xdirect", "CPU %", "CPU s/GiB", "RSS0 KiB", "peak KiB", "growth KiB", "upstream", "encoding"
         for (i = 1; i <= n; i++) {
@@ -460,12 +481,15 @@ if [[ $MODE = all || $MODE = transfer ]]; then
         print ""
         for (i = 1; i <= m; i++) {
             v = vs[i]; k = "vastgate" SUBSEP v; d = "direct" SUBSEP v; g = "nginx" SUBSEP v
+            rc = "relay-copy" SUBSEP v; rs = "relay-splice" SUBSEP v
             # (In awk a bare ">" among print arguments redirects the output: compute first.)
             x = rate[d] > 0 ? rate[k] / rate[d] : 0
             xn = rate[d] > 0 ? rate[g] / rate[d] : 0
+            xc = rate[d] > 0 ? rate[rc] / rate[d] : 0
+            xs = rate[d] > 0 ? rate[rs] / rate[d] : 0
             ok = !fail[k] && !(k in enc)
-            printf "W6 vastgate %-13s RSS growth %5.0f KiB [<= 16384: %s]; throughput %.2fx direct [>= 0.8: %s] (nginx %.0f KiB, %.2fx)\n",
-                v, growth[k], verdict(ok && growth[k] <= 16384), x, verdict(ok && x >= 0.8), growth[g], xn
+            printf "W6 vastgate %-13s RSS growth %5.0f KiB [<= 16384: %s]; throughput %.2fx direct [>= 0.8: %s] (bare relay: copy %.2fx, splice %.2fx; nginx %.0f KiB, %.2fx)\n",
+                v, growth[k], verdict(ok && growth[k] <= 16384), x, verdict(ok && x >= 0.8), xc, xs, growth[g], xn
         }
     }' "$WORK/results.tsv" | tee "$WORK/w6.txt"
     echo
