@@ -220,7 +220,14 @@ fn main() -> ExitCode {
         println!("streams: skipped (benches/streams.sh runs it)");
         return ExitCode::SUCCESS;
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The relay is the floor under a proxy pinned to one core: one thread, like the proxies'.
+    let runtime = match &command {
+        Command::Relay(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("streams: cannot start a tokio runtime: {e}");
