@@ -176,7 +176,7 @@ impl Default for TlsConfig {
 #[derive(Debug, Clone)]
 pub struct Route {
     /// Always starts with `/`; ends with `/` unless it names a single path.
-    pub prefix: String,
+    pub prefix: std::sync::Arc<str>,
     /// Shown on the gateway's pages ("Forge is not answering").
     pub name: String,
     pub upstream: Authority,
@@ -716,7 +716,10 @@ impl RawFile {
 
         let mut routes: Vec<Route> = Vec::with_capacity(self.routes.len());
         for r in self.routes {
-            if routes.iter().any(|seen| seen.prefix == *r.prefix.get_ref()) {
+            if routes
+                .iter()
+                .any(|seen| *seen.prefix == **r.prefix.get_ref())
+            {
                 return Err(invalid(
                     &r.prefix,
                     format!(
@@ -1154,7 +1157,7 @@ impl RawRoute {
             response_timeout: duration_or(&self.response_timeout, Duration::from_secs(3600))?,
             sensitive: self.sensitive,
             keep_authorization: self.keep_authorization,
-            prefix,
+            prefix: prefix.into(),
         })
     }
 }

@@ -147,7 +147,7 @@ pub struct Record {
     pub bytes: u64,
     pub duration_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
+    pub route: Option<std::sync::Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

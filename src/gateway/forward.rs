@@ -101,7 +101,7 @@ pub struct Outgoing<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub hop: Hop<'a>,
-    pub request_id: &'a str,
+    pub request_id: &'a HeaderValue,
     pub websocket: bool,
 }
 
@@ -145,9 +145,7 @@ pub fn prepare(parts: &mut http::request::Parts, out: &Outgoing<'_>) -> Result<(
     } else if !out.hop.trusted {
         h.remove(X_FORWARDED_PREFIX);
     }
-    if let Ok(v) = HeaderValue::from_str(out.request_id) {
-        h.insert(X_REQUEST_ID, v);
-    }
+    h.insert(X_REQUEST_ID, out.request_id.clone());
     if out.route.drop_accept_encoding {
         h.remove(header::ACCEPT_ENCODING);
     }
@@ -337,7 +335,7 @@ mod tests {
                 proto: "http",
                 host: host.as_ref(),
             },
-            request_id: "abc",
+            request_id: &HeaderValue::from_static("abc"),
             websocket: false,
         };
         prepare(&mut p, &out).unwrap();
@@ -397,7 +395,7 @@ mod tests {
                     proto: "http",
                     host: None,
                 },
-                request_id: "id",
+                request_id: &HeaderValue::from_static("id"),
                 websocket: false,
             };
             prepare(&mut p, &out).unwrap();
@@ -431,7 +429,7 @@ mod tests {
                 proto: "https",
                 host: host.as_ref(),
             },
-            request_id: "id",
+            request_id: &HeaderValue::from_static("id"),
             websocket: true,
         };
         prepare(&mut req, &out).unwrap();

@@ -44,12 +44,14 @@ impl Gateway {
         let started = Instant::now();
         let snapshot = self.snapshot.load_full();
         let trusted = snapshot.is_trusted(conn.peer.ip());
+        // One value for the upstream's request and the client's answer (and the log line).
         let request_id = trusted
             .then(|| req.headers().get(X_REQUEST_ID))
             .flatten()
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map_or_else(|| self.ids.next(), str::to_owned);
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.to_str().is_ok())
+            .cloned()
+            .or_else(|| HeaderValue::try_from(self.ids.next()).ok())
+            .unwrap_or(HeaderValue::from_static("-"));
         let mut record = Record {
             // Formatting the time costs on every request; only a written line needs it.
             time: if self.log.enabled() {
@@ -66,15 +68,18 @@ impl Gateway {
             route: None,
             upstream: None,
             user: None,
-            request_id,
+            request_id: if self.log.enabled() {
+                request_id.to_str().unwrap_or_default().to_owned()
+            } else {
+                String::new()
+            },
             started: Some(started),
         };
 
-        let mut resp = self.proxy(&snapshot, conn, trusted, req, &mut record).await;
-
-        if let Ok(v) = HeaderValue::from_str(&record.request_id) {
-            resp.headers_mut().insert(X_REQUEST_ID, v);
-        }
+        let mut resp = self
+            .proxy(&snapshot, conn, trusted, req, &request_id, &mut record)
+            .await;
+        resp.headers_mut().insert(X_REQUEST_ID, request_id);
         record.status = resp.status().as_u16();
         self.metrics
             .count_request(record.route.as_deref(), record.status);
@@ -94,6 +99,7 @@ impl Gateway {
         conn: ConnInfo,
         trusted: bool,
         mut req: Request<RequestBody>,
+        request_id: &HeaderValue,
         record: &mut Record,
     ) -> Response<Body> {
         let uri = req.uri().clone();
@@ -265,7 +271,7 @@ impl Gateway {
                 proto: conn.proto,
                 host: host.as_ref(),
             },
-            request_id: &record.request_id,
+            request_id,
             websocket,
         };
         if let Err(status) = forward::prepare(&mut parts, &outgoing) {

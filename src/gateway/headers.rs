@@ -5,8 +5,9 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one hop and never cross the proxy (RFC 9110 §7.6.1), besides whatever
-/// the `Connection` header names.
-const HOP_BY_HOP: &[HeaderName] = &[
+/// the `Connection` header names. `Keep-Alive` and the non-standard `Proxy-Connection` are
+/// hop-by-hop too.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
@@ -14,11 +15,9 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
 ];
-
-/// `Keep-Alive` and the non-standard `Proxy-Connection` are hop-by-hop too.
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -29,29 +28,38 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none, or only `Connection: keep-alive`: one pass over the names, and
-    // removals only of what is there.
-    if !headers.keys().any(is_hop_by_hop) {
+    // Most messages carry none, or only `Connection: keep-alive`: one pass over the names notes
+    // which are there (bits in HOP_BY_HOP's order), and only those are removed. Nothing is
+    // allocated for `Connection: keep-alive`.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    let mut doomed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        // Named hop-by-hop headers go below anyway.
-        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("upgrade"))
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-        .collect();
-    doomed.extend(headers.keys().filter(|n| is_hop_by_hop(n)).cloned());
-    for name in doomed {
-        headers.remove(name);
+    if present & 1 != 0 {
+        // The headers `Connection` lists go too; the named ones go below anyway.
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("upgrade"))
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
     }
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || *name == KEEP_ALIVE || *name == PROXY_CONNECTION
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
 }
 
 /// Whether a comma-separated header contains `token` (case-insensitive), e.g.

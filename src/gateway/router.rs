@@ -42,7 +42,7 @@ impl Router {
     /// `/filesystem`; a prefix without trailing slash (`/api`) serves `/api` and `/api/...`.
     pub fn lookup<'a>(&'a self, path: &'a str) -> RouteMatch<'a> {
         for route in &self.routes {
-            let prefix = route.prefix.as_str();
+            let prefix = &*route.prefix;
             if let Some(rest) = match_prefix(prefix, path) {
                 let forward_path = if route.strip_prefix {
                     // `rest` starts right after the prefix; keep a leading slash.
@@ -127,7 +127,7 @@ mod tests {
             RouteMatch::Forward {
                 route,
                 forward_path,
-            } => Some((route.prefix.clone(), forward_path.to_string())),
+            } => Some((route.prefix.to_string(), forward_path.to_string())),
             _ => None,
         }
     }
