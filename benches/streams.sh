@@ -465,13 +465,13 @@ if [[ $MODE = all || $MODE = transfer ]]; then
     END {
         printf "W6: %d MiB per transfer (up: POST to a sink; down: GET from a generator), Accept-Encoding: gzip, br;\n", mib
         printf "direct, the bare relays and vastgate best of %d rounds (growth: the largest), nginx 1 round\n", rounds
-        printf "%-14s %-9s %6s %8s %8s %6s %9s %10s %10s %10s %9s %9s\n", "transfer", "target", "rounds", "MiB/s",
+        printf "%-14s %-12s %6s %8s %8s %6s %9s %10s %10s %10s %9s %9s\n", "transfer", "target", "rounds", "MiB/s",
             "xdirect", "CPU %", "CPU s/GiB", "RSS0 KiB", "peak KiB", "growth KiB", "upstream", "encoding"
         for (i = 1; i <= n; i++) {
             k = order[i]; split(k, p, SUBSEP); t = p[1]; v = p[2]; d = "direct" SUBSEP v
-            if (!(k in rate)) { printf "%-14s %-9s failed (see above)\n", v, t; continue }
+            if (!(k in rate)) { printf "%-14s %-12s failed (see above)\n", v, t; continue }
             x = rate[d] > 0 ? sprintf("%.2f", rate[k] / rate[d]) : "-"
-            printf "%-14s %-9s %6s %8.0f %8s %6s %9s %10s %10s %10s %9s %9s\n", v, t,
+            printf "%-14s %-12s %6s %8.0f %8s %6s %9s %10s %10s %10s %9s %9s\n", v, t,
                 (runs[k] - fail[k]) "/" runs[k], rate[k], t == "direct" ? "-" : x,
                 t == "direct" ? "-" : cpu[k], t == "direct" ? "-" : sprintf("%.2f", cpug[k]),
                 t == "direct" ? "-" : rss0[k], t == "direct" ? "-" : peak[k],
