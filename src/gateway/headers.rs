@@ -41,7 +41,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     if present & 1 != 0 {
-        // The headers `Connection` lists go too; the named ones go below anyway.
+        // `Connection` (HOP_BY_HOP[0]) is there: the headers it lists go too; the named ones go
+        // below anyway.
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
