@@ -270,7 +270,8 @@ rss_sampler() { # rss_sampler PID OUT: the highest RSS seen, rewritten every 0.2
     while :; do
         r=$(rss_kib "$1")
         ((r > max)) && max=$r
-        echo "$max" >"$2" || return
+        # Written aside and renamed: a sampler killed mid-write must not leave an empty file.
+        echo "$max" >"$2.new" && mv -f "$2.new" "$2" || return
         sleep 0.2
     done
 }
@@ -421,6 +422,10 @@ if [[ $MODE != flood ]]; then
         print ""
         printf "W1 vastgate-bcrypt req/s = %.2fx nginx (auth off) [>= 1.0: %s], %.1fx nginx-apr1 [>= 10: %s], %.1fx caddy-bcrypt [>= 3: %s]\n",
             w1a, verdict(w1a >= 1), w1b, verdict(w1b >= 10), w1c, verdict(w1c >= 3)
+        # CPU time per request moves less with the VM than req/s does.
+        if (reqs[vb] && reqs[rc])
+            printf "   CPU per request: vastgate-bcrypt %.1f µs = %.2fx nginx (auth off, %.1f µs)\n",
+                1e6 * cpu[vb] / reqs[vb], (cpu[vb] / reqs[vb]) / (cpu[rc] / reqs[rc]), 1e6 * cpu[rc] / reqs[rc]
         fl = "relay" SUBSEP "c"
         if (cnt[fl]) {
             printf "   floor: the bare relay (no HTTP, no auth) = %.2fx nginx (auth off), %.1fx nginx-apr1; vastgate-bcrypt = %.2fx the relay\n",
@@ -429,9 +434,12 @@ if [[ $MODE != flood ]]; then
         printf "W2 vastgate-bcrypt req/s = %.2fx vastgate (auth off) [>= 0.9: %s]\n", w2, verdict(w2 >= 0.9)
         printf "W3 vastgate-bcrypt 1-connection p50 = %.2fx, p99 = %.2fx nginx (auth off) [<= 1.0: %s, %s]\n",
             w3a, w3b, verdict(w3a <= 1), verdict(w3b <= 1)
+        # (In awk a bare ">" among print arguments redirects the output: decide first.)
+        idle_ok = idle["vastgate-bcrypt"] > 0 && idle["vastgate-bcrypt"] <= 10240
+        load_ok = rss[vb] > 0 && rss[vb] <= rss[rc]
+        load_x = rss[rc] > 0 ? rss[vb] / rss[rc] : 0
         printf "W4 vastgate idle RSS %d KiB [<= 10240: %s]; under W1 %d KiB = %.2fx nginx (master + worker) [<= 1.0: %s]\n",
-            idle["vastgate-bcrypt"], verdict(idle["vastgate-bcrypt"] <= 10240),
-            rss[vb], rss[vb] / rss[rc], verdict(rss[vb] <= rss[rc])
+            idle["vastgate-bcrypt"], verdict(idle_ok), rss[vb], load_x, verdict(load_ok)
     }' "$WORK/targets.tsv" "$WORK/results.tsv" | tee "$WORK/table.txt"
     echo
 fi
