@@ -281,13 +281,62 @@ impl Spans {
 fn header_map(head: &Bytes, spans: &[Span], room: usize) -> Result<HeaderMap, WireError> {
     let mut headers = HeaderMap::with_capacity(spans.len() + room);
     for span in spans {
-        let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
+        let name = header_name(&head[span.name.0..span.name.1])
             .map_err(|_| WireError::Head("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
             .map_err(|_| WireError::Head("invalid header value"))?;
         headers.append(name, value);
     }
     Ok(headers)
+}
+
+/// Names that browsers and proxies send often and `http` does not know. `HeaderName::from_bytes`
+/// copies such a name into an allocation of its own; taken from here it costs none. Each starts
+/// with one of the letters [`may_be_common`] looks for.
+static COMMON_NAMES: [(&str, HeaderName); 16] = [
+    common("sec-fetch-dest"),
+    common("sec-fetch-mode"),
+    common("sec-fetch-site"),
+    common("sec-fetch-user"),
+    common("sec-ch-ua"),
+    common("sec-ch-ua-mobile"),
+    common("sec-ch-ua-platform"),
+    common("priority"),
+    common("x-requested-with"),
+    common("x-forwarded-for"),
+    common("x-forwarded-proto"),
+    common("x-forwarded-host"),
+    common("x-real-ip"),
+    common("x-request-id"),
+    common("keep-alive"),
+    common("x-accel-buffering"),
+];
+
+const fn common(name: &'static str) -> (&'static str, HeaderName) {
+    (name, HeaderName::from_static(name))
+}
+
+/// Whether a name's first letter is one that names in [`COMMON_NAMES`] start with (most standard
+/// names are ruled out here at the cost of one comparison).
+fn may_be_common(bytes: &[u8]) -> bool {
+    matches!(
+        bytes.first().map(u8::to_ascii_lowercase),
+        Some(b's' | b'x' | b'p' | b'k')
+    )
+}
+
+/// A header name as `HeaderName::from_bytes` makes it, without its allocation for the common
+/// names it does not know.
+fn header_name(bytes: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    if may_be_common(bytes) {
+        let common = COMMON_NAMES.iter().find(|(text, _)| {
+            text.len() == bytes.len() && text.as_bytes().eq_ignore_ascii_case(bytes)
+        });
+        if let Some((_, name)) = common {
+            return Ok(name.clone());
+        }
+    }
+    HeaderName::from_bytes(bytes)
 }
 
 /// Whether the last transfer coding is `chunked`.
@@ -659,6 +708,27 @@ fn chunk_size(line: &[u8]) -> Result<u64, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_names_are_the_names_from_bytes_makes() {
+        for (known, name) in &COMMON_NAMES {
+            assert_eq!(name.as_str(), *known);
+            assert!(may_be_common(known.as_bytes()), "{known}");
+            let upper = known.to_ascii_uppercase();
+            for text in [*known, upper.as_str()] {
+                let made = header_name(text.as_bytes()).unwrap();
+                assert_eq!(made, HeaderName::from_bytes(text.as_bytes()).unwrap());
+                assert_eq!(made.as_str(), *known);
+            }
+        }
+        assert_eq!(
+            header_name(b"Content-Type").unwrap(),
+            http::header::CONTENT_TYPE
+        );
+        assert_eq!(header_name(b"X-Custom").unwrap().as_str(), "x-custom");
+        assert!(header_name(b"bad name").is_err());
+        assert!(header_name(b"").is_err());
+    }
 
     fn parse(text: &str, method: Method) -> Result<Option<ResponseHead>, WireError> {
         parse_response(&mut BytesMut::from(text), &method)
