@@ -390,6 +390,7 @@ if [[ $MODE != flood ]]; then
         bad[k] += $10 + $11
     }
     function mean(a, k) { return cnt[k] ? a[k] / cnt[k] : 0 }
+    function us_per_req(k) { return reqs[k] ? 1e6 * cpu[k] / reqs[k] : 0 }
     function ratio(x, y) { return y > 0 ? sprintf("%.2f", x / y) : "-" }
     function verdict(ok) { return ok ? "met" : "MISSED" }
     END {
@@ -403,7 +404,7 @@ if [[ $MODE != flood ]]; then
             m = mean(rps, c)
             spread = m > 0 ? sprintf("%.1f%%", 100 * (hi[c] - lo[c]) / m) : "-"
             cpupct = t == "direct" ? "-" : sprintf("%.0f", 100 * cpu[c] / (cnt[c] * dur))
-            usreq = (t == "direct" || reqs[c] == 0) ? "-" : sprintf("%.1f", 1e6 * cpu[c] / reqs[c])
+            usreq = (t == "direct" || reqs[c] == 0) ? "-" : sprintf("%.1f", us_per_req(c))
             printf "%-20s %5s %10.0f %6s %7s %8.0f %8.0f %6s %8s %8d %8.0f %7s %8.0f %7s %9s %9s %7s\n",
                 t, auth[t] ? "on" : "off", m, spread, ratio(m, mean(rps, rc)),
                 mean(p50, c), mean(p99, c), cpupct, usreq, bad[c],
@@ -423,9 +424,9 @@ if [[ $MODE != flood ]]; then
         printf "W1 vastgate-bcrypt req/s = %.2fx nginx (auth off) [>= 1.0: %s], %.1fx nginx-apr1 [>= 10: %s], %.1fx caddy-bcrypt [>= 3: %s]\n",
             w1a, verdict(w1a >= 1), w1b, verdict(w1b >= 10), w1c, verdict(w1c >= 3)
         # CPU time per request moves less with the VM than req/s does.
-        if (reqs[vb] && reqs[rc])
+        if (us_per_req(vb) > 0 && us_per_req(rc) > 0)
             printf "   CPU per request: vastgate-bcrypt %.1f µs = %.2fx nginx (auth off, %.1f µs)\n",
-                1e6 * cpu[vb] / reqs[vb], (cpu[vb] / reqs[vb]) / (cpu[rc] / reqs[rc]), 1e6 * cpu[rc] / reqs[rc]
+                us_per_req(vb), us_per_req(vb) / us_per_req(rc), us_per_req(rc)
         fl = "relay" SUBSEP "c"
         if (cnt[fl]) {
             printf "   floor: the bare relay (no HTTP, no auth) = %.2fx nginx (auth off), %.1fx nginx-apr1; vastgate-bcrypt = %.2fx the relay\n",

@@ -1189,29 +1189,11 @@ async fn splice_pump(from: &TcpStream, to: &TcpStream) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     use tokio::io::Interest;
     let pipe = Pipe::new()?;
-    let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
     loop {
         from.readable().await?;
-        let moved = from.try_io(Interest::READABLE, || {
-            // SAFETY: both descriptors are open for the whole call; null offsets mean "the
-            // file position", as sockets and pipes require.
-            let n = unsafe {
-                libc::splice(
-                    from.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    pipe.write,
-                    std::ptr::null_mut(),
-                    1 << 20,
-                    flags,
-                )
-            };
-            if n < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
-        });
-        let mut left = match moved {
+        let mut left = match from.try_io(Interest::READABLE, || {
+            splice(from.as_raw_fd(), pipe.write, 1 << 20)
+        }) {
             Ok(0) => {
                 // SAFETY: shutting down the write side of an open socket.
                 unsafe { libc::shutdown(to.as_raw_fd(), libc::SHUT_WR) };
@@ -1223,30 +1205,35 @@ async fn splice_pump(from: &TcpStream, to: &TcpStream) -> std::io::Result<()> {
         };
         while left > 0 {
             to.writable().await?;
-            let sent = to.try_io(Interest::WRITABLE, || {
-                // SAFETY: as above.
-                let n = unsafe {
-                    libc::splice(
-                        pipe.read,
-                        std::ptr::null_mut(),
-                        to.as_raw_fd(),
-                        std::ptr::null_mut(),
-                        left,
-                        flags,
-                    )
-                };
-                if n < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match sent {
+            match to.try_io(Interest::WRITABLE, || {
+                splice(pipe.read, to.as_raw_fd(), left)
+            }) {
                 Ok(n) => left -= n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// One non-blocking `splice(2)` of up to `len` bytes from `from` to `to` (one of them a pipe).
+fn splice(from: i32, to: i32, len: usize) -> std::io::Result<usize> {
+    // SAFETY: the caller's descriptors are open for the whole call; null offsets mean "the file
+    // position", as sockets and pipes require.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
