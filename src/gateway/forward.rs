@@ -176,6 +176,9 @@ pub struct Shaping<'a> {
 /// Turns the upstream's (non-101) response into the client's.
 pub fn shape(resp: Response<PooledBody>, how: &Shaping<'_>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
+    // The client's connection speaks the gateway's HTTP, whatever the app's: an HTTP/1.0 answer
+    // must not make hyper write HTTP/1.0 to an HTTP/1.1 client and close its connection.
+    parts.version = Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers);
     let event_stream = is_event_stream(&parts.headers);
     let encoding = how

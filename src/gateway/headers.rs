@@ -29,7 +29,12 @@ pub const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-
 pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Removes hop-by-hop headers, including every header named in `Connection`.
+/// Bits of the names in HOP_BY_HOP that need more than their own removal.
+const CONNECTION_BIT: u16 = 1 << 0;
+const TRANSFER_ENCODING_BIT: u16 = 1 << 3;
+
+/// Removes hop-by-hop headers, including every header named in `Connection`, and a
+/// `Content-Length` that came beside a `Transfer-Encoding`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none, or only `Connection: keep-alive`: one pass over the names notes
     // which are there (bits in HOP_BY_HOP's order), and only those are removed. Nothing is
@@ -47,9 +52,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if present == 0 {
         return;
     }
-    if present & 1 != 0 {
-        // `Connection` (HOP_BY_HOP[0]) is there: the headers it lists go too; the named ones go
-        // below anyway.
+    if present & TRANSFER_ENCODING_BIT != 0 {
+        // The transfer coding framed the body; a length beside it is void (RFC 9112 §6.3) and
+        // must not reach the next hop, which frames the body anew: a client that trusted it
+        // would cut the body short and read the rest as the next answer.
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    if present & CONNECTION_BIT != 0 {
+        // `Connection` is there: the headers it lists go too; the named ones go below anyway.
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -280,6 +290,37 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn the_bits_name_the_headers_they_stand_for() {
+        assert_eq!(
+            HOP_BY_HOP[CONNECTION_BIT.trailing_zeros() as usize],
+            header::CONNECTION
+        );
+        assert_eq!(
+            HOP_BY_HOP[TRANSFER_ENCODING_BIT.trailing_zeros() as usize],
+            header::TRANSFER_ENCODING
+        );
+    }
+
+    #[test]
+    fn a_length_beside_a_transfer_coding_is_removed_and_a_lone_one_kept() {
+        let mut both = map(&[
+            ("content-length", "3"),
+            ("transfer-encoding", "chunked"),
+            ("content-type", "text/plain"),
+        ]);
+        remove_hop_by_hop(&mut both);
+        let names: Vec<&str> = both.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["content-type"]);
+
+        let mut alone = map(&[("content-length", "3"), ("connection", "keep-alive")]);
+        remove_hop_by_hop(&mut alone);
+        assert_eq!(
+            alone.get("content-length").map(|v| v.as_bytes()),
+            Some(&b"3"[..])
+        );
     }
 
     #[test]

@@ -112,12 +112,17 @@ pub fn parse_response(
         {
             Framing::Empty
         } else if headers.contains_key(http::header::TRANSFER_ENCODING) {
+            if version != Version::HTTP_11 {
+                // HTTP/1.0 has no transfer codings: the framing is faulty (RFC 9112 §6.1).
+                // Read to the close, the body would reach the client still chunked.
+                return Err(WireError::Head("Transfer-Encoding in an HTTP/1.0 response"));
+            }
             // A length beside a transfer coding is ignored, but such a message is suspect:
             // the connection is not used again.
             if headers.contains_key(http::header::CONTENT_LENGTH) {
                 keep_alive = false;
             }
-            if version == Version::HTTP_11 && ends_chunked(&headers) {
+            if ends_chunked(&headers) {
                 Framing::Chunked
             } else {
                 Framing::Close
@@ -180,14 +185,17 @@ pub fn parse_request(buf: &mut BytesMut) -> ClientHead {
         return ClientHead::Other;
     }
     let mut hosts = 0;
+    let mut lengths = 0;
     let mut close = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            // An empty body announced as such is still no body.
-            if h.value != b"0" {
+            // An empty body announced as such is still no body; announced twice, hyper makes
+            // one header of it.
+            lengths += 1;
+            if h.value != b"0" || lengths > 1 {
                 return ClientHead::Other;
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding")
@@ -812,6 +820,8 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
             "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
             "SSH-2.0-OpenSSH\r\n\r\n",
+            // HTTP/1.0 has no transfer codings.
+            "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert!(parse(text, Method::GET).is_err(), "{text:?}");
         }
