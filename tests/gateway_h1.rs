@@ -1621,8 +1621,8 @@ fn h1_seed() -> u64 {
 }
 
 /// Request lines and header lines clients send, ordinary and odd.
-const METHODS: [&str; 10] = [
-    "GET", "GET", "GET", "DELETE", "OPTIONS", "POST", "PUT", "get", "PATCH", "G@T",
+const METHODS: [&str; 11] = [
+    "GET", "GET", "GET", "HEAD", "DELETE", "OPTIONS", "POST", "PUT", "get", "PATCH", "G@T",
 ];
 const TARGETS: [&str; 18] = [
     "/",
@@ -1682,9 +1682,11 @@ const HEADER_LINES: [&[u8]; 32] = [
     b"no colon here",
 ];
 
-/// One to three requests in one write, then a last request that closes the connection.
-fn generated_requests(dice: &mut Dice) -> Vec<u8> {
+/// One to three requests in one write, then a last request that closes the connection; and
+/// their methods, which say how the answers are framed.
+fn generated_requests(dice: &mut Dice) -> (Vec<u8>, Vec<&'static str>) {
     let mut out = Vec::new();
+    let mut methods = Vec::new();
     for _ in 0..1 + dice.below(3) {
         let eol: &[u8] = if dice.chance(5) { b"\n" } else { b"\r\n" };
         let mut lines: Vec<Vec<u8>> = Vec::new();
@@ -1708,8 +1710,13 @@ fn generated_requests(dice: &mut Dice) -> Vec<u8> {
             };
             lines.insert(at, host.as_bytes().to_vec());
         }
-        let body: &[u8] = match dice.below(10) {
+        let body: &[u8] = match dice.below(12) {
             0 => {
+                lines.push(b"Content-Length: 5".to_vec());
+                b"hello"
+            }
+            2 => {
+                lines.push(b"Expect: 100-continue".to_vec());
                 lines.push(b"Content-Length: 5".to_vec());
                 b"hello"
             }
@@ -1719,12 +1726,9 @@ fn generated_requests(dice: &mut Dice) -> Vec<u8> {
             }
             _ => b"",
         };
-        let start = format!(
-            "{} {} {}",
-            dice.pick(&METHODS),
-            dice.pick(&TARGETS),
-            dice.pick(&VERSIONS)
-        );
+        let method = *dice.pick(&METHODS);
+        methods.push(method);
+        let start = format!("{method} {} {}", dice.pick(&TARGETS), dice.pick(&VERSIONS));
         out.extend_from_slice(start.as_bytes());
         out.extend_from_slice(eol);
         for line in lines {
@@ -1735,7 +1739,8 @@ fn generated_requests(dice: &mut Dice) -> Vec<u8> {
         out.extend_from_slice(body);
     }
     out.extend_from_slice(b"GET /last HTTP/1.1\r\nHost: box.example\r\nConnection: close\r\n\r\n");
-    out
+    methods.push("GET");
+    (out, methods)
 }
 
 /// What a client saw of one answer: status and body (heads differ in their dates and ids).
@@ -1755,13 +1760,14 @@ fn seen_by_upstream(a: &Arrived) -> String {
     text
 }
 
-/// Sends `bytes` on a new connection, after `before` (whose `skip` answers are left out), and
-/// reads every answer until the gateway closes the connection.
+/// Sends `bytes` (requests of `methods`) on a new connection, after `before` (whose `skip`
+/// answers are left out), and reads every answer until the gateway closes the connection.
 async fn answers_to(
     addr: SocketAddr,
     before: &[u8],
     skip: usize,
     bytes: &[u8],
+    methods: &[&str],
 ) -> Vec<(u16, String)> {
     let mut wire = Wire::connect(addr).await;
     wire.send(before).await;
@@ -1771,12 +1777,23 @@ async fn answers_to(
     }
     wire.send(bytes).await;
     let mut answers = Vec::new();
-    while let Some(resp) =
-        within(PATIENCE, "the next answer or the end", wire.response("GET")).await
-    {
+    let mut final_answers = 0;
+    loop {
+        // Answers come in the requests' order; an interim one answers no request yet.
+        let method = methods.get(final_answers).copied().unwrap_or("GET");
+        let next = within(
+            PATIENCE,
+            "the next answer or the end",
+            wire.response(method),
+        );
+        let Some(resp) = next.await else {
+            return answers;
+        };
+        if resp.status() >= 200 {
+            final_answers += 1;
+        }
         answers.push(seen_by_client(&resp));
     }
-    answers
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1798,13 +1815,13 @@ async fn generated_requests_are_treated_alike_by_the_gateways_codec_and_by_hyper
     let (own0, hyper0) = connections_by_codec(gw.addr).await;
     let cases = 300;
     for case in 0..cases {
-        let bytes = generated_requests(&mut dice);
+        let (bytes, methods) = generated_requests(&mut dice);
         let shown = String::from_utf8_lossy(&bytes);
 
         let upstream_before = up.arrived().len();
-        let by_codec = answers_to(gw.addr, b"", 0, &bytes).await;
+        let by_codec = answers_to(gw.addr, b"", 0, &bytes, &methods).await;
         let upstream_between = up.arrived().len();
-        let by_hyper = answers_to(gw.addr, TO_HYPER, 1, &bytes).await;
+        let by_hyper = answers_to(gw.addr, TO_HYPER, 1, &bytes, &methods).await;
         let arrived = up.arrived();
         let upstream_codec: Vec<String> = arrived[upstream_before..upstream_between]
             .iter()
@@ -1859,7 +1876,7 @@ async fn generated_requests_are_treated_alike_by_the_gateways_codec_and_by_hyper
 }
 
 /// Status lines upstreams send, ordinary and odd.
-const STATUS_LINES: [&str; 14] = [
+const STATUS_LINES: [&str; 15] = [
     "HTTP/1.1 200 OK",
     "HTTP/1.1 200 OK",
     "HTTP/1.1 200 OK",
@@ -1874,8 +1891,9 @@ const STATUS_LINES: [&str; 14] = [
     "HTTP/2 200 OK",
     "ICY 200 OK",
     "HTTP/1.1 200 OK",
+    "HTTP/1.1 101 Switching Protocols",
 ];
-const ANSWER_LINES: [&[u8]; 16] = [
+const ANSWER_LINES: [&[u8]; 18] = [
     b"Content-Type: text/plain",
     b"Set-Cookie: a=1",
     b"Set-Cookie: b=2",
@@ -1892,6 +1910,8 @@ const ANSWER_LINES: [&[u8]; 16] = [
     b"Bad Name: x",
     b"X-Space : y",
     b"X-Fold: one\r\n two",
+    b"Link: </style.css>; rel=preload",
+    b"Content-Encoding: identity",
 ];
 
 /// An upstream's answer: maybe an interim one first, a head, a body framed in one of the ways
@@ -1915,7 +1935,16 @@ fn generated_answer(dice: &mut Dice) -> Answer {
     } else {
         Then::KeepOpen
     };
-    let body: Vec<u8> = match dice.below(11) {
+    let body: Vec<u8> = match dice.below(13) {
+        11 => {
+            // Padded and zero-led lengths are still lengths.
+            lines.push(format!("Content-Length:  0{} ", data.len()).into_bytes());
+            data.into()
+        }
+        12 => {
+            lines.push(b"Transfer-Encoding: Chunked".to_vec());
+            chunked_coding(data.as_bytes(), 3)
+        }
         0..=3 => {
             lines.push(format!("Content-Length: {}", data.len()).into_bytes());
             data.into()
