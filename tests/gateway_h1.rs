@@ -1515,9 +1515,10 @@ async fn an_event_stream_delivers_its_first_event_before_the_second_exists() {
 // Which codec served a connection
 // ---------------------------------------------------------------------------------------------
 
-/// The `vastgate_connections_total` counters (own codec, hyper) from `/_vastgate/metrics`.
-async fn connections_by_codec(addr: SocketAddr) -> (u64, u64) {
-    let text = get(addr, "/_vastgate/metrics", &[]).await.text();
+/// The `vastgate_connections_total` counters (own codec, hyper) from `/_vastgate/metrics`,
+/// asked with `headers` (credentials, where the gateway wants them).
+async fn connections_by_codec(addr: SocketAddr, headers: &[(&str, &str)]) -> (u64, u64) {
+    let text = get(addr, "/_vastgate/metrics", headers).await.text();
     let count = |codec: &str| {
         let prefix = format!("vastgate_connections_total{{codec=\"{codec}\"}} ");
         text.lines()
@@ -1532,7 +1533,7 @@ async fn connections_by_codec(addr: SocketAddr) -> (u64, u64) {
 async fn body_less_requests_stay_on_the_gateways_codec_and_a_body_moves_the_connection_to_hyper() {
     let (up, seen) = echo_upstream("app").await;
     let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
-    let (own0, hyper0) = connections_by_codec(gw.addr).await;
+    let (own0, hyper0) = connections_by_codec(gw.addr, &[]).await;
 
     // Three plain requests on one connection: the gateway's own codec throughout.
     let mut plain = Conn::open(gw.addr).await;
@@ -1542,7 +1543,7 @@ async fn body_less_requests_stay_on_the_gateways_codec_and_a_body_moves_the_conn
             .await;
         assert_eq!(reply.status, http::StatusCode::OK);
     }
-    let (own1, hyper1) = connections_by_codec(gw.addr).await;
+    let (own1, hyper1) = connections_by_codec(gw.addr, &[]).await;
     // The plain connection and the first metrics read's connection, nothing for hyper.
     assert_eq!((own1 - own0, hyper1 - hyper0), (2, 0));
 
@@ -1563,7 +1564,7 @@ async fn body_less_requests_stay_on_the_gateways_codec_and_a_body_moves_the_conn
     assert_eq!(seen.last().body_len, "a body of 21 bytes...".len());
     let reply = mixed.exchange(request("GET", "/after", &[], empty())).await;
     assert_eq!(reply.status, http::StatusCode::OK);
-    let (own2, hyper2) = connections_by_codec(gw.addr).await;
+    let (own2, hyper2) = connections_by_codec(gw.addr, &[]).await;
     assert_eq!((own2 - own1, hyper2 - hyper1), (2, 1));
     assert_eq!(seen.last().target, "/after");
 }
@@ -1644,10 +1645,8 @@ const TARGETS: [&str; 18] = [
     "/..",
     "/healthz",
 ];
-const VERSIONS: [&str; 7] = [
-    "HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "HTTP/1.2", "HTTP/2.0",
-];
-const HEADER_LINES: [&[u8]; 32] = [
+const ODD_VERSIONS: [&str; 3] = ["HTTP/1.0", "HTTP/1.2", "HTTP/2.0"];
+const HEADER_LINES: [&[u8]; 22] = [
     b"Accept: */*",
     b"User-Agent: generated/1.0",
     b"X-Custom: Mixed-Case Value",
@@ -1662,23 +1661,26 @@ const HEADER_LINES: [&[u8]; 32] = [
     b"Proxy-Connection: keep-alive",
     b"TE: trailers",
     b"Content-Length: 0",
-    b"Content-Length: 00",
-    b"Content-Length: 0, 0",
-    b"Content-Length: -0",
-    b"Transfer-Encoding: identity",
     b"Upgrade: h2c",
     b"Cookie: a=1; b=2",
     b"Accept-Encoding: gzip, br",
     b"Sec-Fetch-Mode: navigate",
     b"X-Empty:",
     b"X-Tab:\tpadded\t",
+    b"X-Request-Id: chosen-by-the-client",
+    b"Authorization: Basic Zm9vOmJhcg==",
+];
+/// Header lines that are odd, or malformed (hyper answers those 400).
+const ODD_HEADER_LINES: [&[u8]; 10] = [
+    b"Content-Length: 00",
+    b"Content-Length: 0, 0",
+    b"Content-Length: -0",
+    b"Transfer-Encoding: identity",
     b"X-Obs-Text: caf\xe9",
     b"X-Fold: one\r\n two",
     b"Bad Name: x",
     b"X-Nul: a\0b",
     b"X-Space : x",
-    b"X-Request-Id: chosen-by-the-client",
-    b"Authorization: Basic Zm9vOmJhcg==",
     b"no colon here",
 ];
 
@@ -1691,7 +1693,12 @@ fn generated_requests(dice: &mut Dice) -> (Vec<u8>, Vec<&'static str>) {
         let eol: &[u8] = if dice.chance(5) { b"\n" } else { b"\r\n" };
         let mut lines: Vec<Vec<u8>> = Vec::new();
         for _ in 0..dice.below(5) {
-            lines.push(dice.pick(&HEADER_LINES).to_vec());
+            let line = if dice.chance(85) {
+                dice.pick(&HEADER_LINES)
+            } else {
+                dice.pick(&ODD_HEADER_LINES)
+            };
+            lines.push(line.to_vec());
         }
         if dice.chance(3) {
             lines.push(format!("X-Long: {}", "v".repeat(9000)).into_bytes());
@@ -1728,7 +1735,12 @@ fn generated_requests(dice: &mut Dice) -> (Vec<u8>, Vec<&'static str>) {
         };
         let method = *dice.pick(&METHODS);
         methods.push(method);
-        let start = format!("{method} {} {}", dice.pick(&TARGETS), dice.pick(&VERSIONS));
+        let version = if dice.chance(90) {
+            "HTTP/1.1"
+        } else {
+            dice.pick(&ODD_VERSIONS)
+        };
+        let start = format!("{method} {} {version}", dice.pick(&TARGETS));
         out.extend_from_slice(start.as_bytes());
         out.extend_from_slice(eol);
         for line in lines {
@@ -1798,30 +1810,63 @@ async fn answers_to(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_requests_are_treated_alike_by_the_gateways_codec_and_by_hyper() {
+    generated_requests_alike(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_requests_behind_basic_auth_are_treated_alike_by_the_codec_and_by_hyper() {
+    let (user, password) = ("generated", "a generated password");
+    let Some(line) = apache_line(&["-B", "-C", "4"], user, password) else {
+        return;
+    };
+    generated_requests_alike(Some((line, basic_auth(user, password)))).await;
+}
+
+/// Sends generated requests both ways, to a gateway without authentication or, given an
+/// htpasswd line and the `Authorization` value that matches it, with Basic auth (half the
+/// generated requests then carry those credentials, some others wrong ones).
+async fn generated_requests_alike(basic: Option<(String, String)>) {
     let up = Scripted::start(echo_line).await;
-    let gw = Gateway::start(
-        "",
-        &[
-            route("/app/", up.addr, "strip_prefix = true"),
-            route("/", up.addr, ""),
-        ],
-    )
-    .await;
+    let routes = [
+        route("/app/", up.addr, "strip_prefix = true"),
+        route("/", up.addr, ""),
+    ];
+    let (gw, login) = match &basic {
+        None => (Gateway::start("", &routes).await, String::new()),
+        Some((line, authorization)) => {
+            // Wrong passwords are part of the traffic: no lockout may tell the runs apart.
+            let lines = "auth = \"basic\"\nhtpasswd = \"htpasswd\"\nfailure_limit = 1000000";
+            let setup = Setup::new(lines, &routes).file("htpasswd", format!("{line}\n"));
+            let gw = Gateway::start_with(&setup).await;
+            (gw, format!("Authorization: {authorization}\r\n"))
+        }
+    };
+    let metrics_login: Vec<(&str, &str)> = match &basic {
+        None => Vec::new(),
+        Some((_, authorization)) => vec![("authorization", authorization.as_str())],
+    };
     // A request with a body hands a connection to hyper for good.
-    const TO_HYPER: &[u8] =
-        b"POST /to-hyper HTTP/1.1\r\nHost: box.example\r\nContent-Length: 1\r\n\r\nx";
+    let to_hyper = format!("POST /to-hyper HTTP/1.1\r\n{HOST}{login}Content-Length: 1\r\n\r\nx");
     let seed = h1_seed();
     let mut dice = Dice::new(seed);
-    let (own0, hyper0) = connections_by_codec(gw.addr).await;
+    let (own0, hyper0) = connections_by_codec(gw.addr, &metrics_login).await;
     let cases = 300;
+    // How often each status answered, to show the traffic went where it should.
+    let mut statuses: std::collections::BTreeMap<u16, u64> = Default::default();
     for case in 0..cases {
-        let (bytes, methods) = generated_requests(&mut dice);
+        let (mut bytes, methods) = generated_requests(&mut dice);
+        if !login.is_empty() && dice.chance(50) {
+            // The credentials go after the first request line, wherever it ends.
+            if let Some(at) = find(&bytes, b"\n") {
+                bytes.splice(at + 1..at + 1, login.bytes());
+            }
+        }
         let shown = String::from_utf8_lossy(&bytes);
 
         let upstream_before = up.arrived().len();
         let by_codec = answers_to(gw.addr, b"", 0, &bytes, &methods).await;
         let upstream_between = up.arrived().len();
-        let by_hyper = answers_to(gw.addr, TO_HYPER, 1, &bytes, &methods).await;
+        let by_hyper = answers_to(gw.addr, to_hyper.as_bytes(), 1, &bytes, &methods).await;
         let arrived = up.arrived();
         let upstream_codec: Vec<String> = arrived[upstream_before..upstream_between]
             .iter()
@@ -1842,17 +1887,23 @@ async fn generated_requests_are_treated_alike_by_the_gateways_codec_and_by_hyper
         );
         for (status, _) in &by_codec {
             assert!(*status < 500, "a {status} for a client's bytes; {context}");
+            *statuses.entry(*status).or_default() += 1;
+        }
+        let mut banned = vec![
+            "x-drop:",
+            "x-forwarded-user: mallory",
+            "keep-alive:",
+            "proxy-connection:",
+            "upgrade:",
+            "te:",
+        ];
+        if basic.is_some() {
+            // The gateway's own credentials stay with the gateway.
+            banned.push("authorization:");
         }
         for request in &upstream_codec {
             let lower = request.to_ascii_lowercase();
-            for banned in [
-                "x-drop:",
-                "x-forwarded-user: mallory",
-                "keep-alive:",
-                "proxy-connection:",
-                "upgrade:",
-                "te:",
-            ] {
+            for banned in &banned {
                 assert!(
                     !lower.lines().any(|l| l.starts_with(banned)),
                     "{banned} reached the app: {request}; {context}"
@@ -1860,9 +1911,18 @@ async fn generated_requests_are_treated_alike_by_the_gateways_codec_and_by_hyper
             }
         }
     }
+    // Requests were served, refused as malformed and, behind auth, refused for credentials.
+    let count = |status: u16| statuses.get(&status).copied().unwrap_or(0);
+    assert!(
+        count(200) > cases / 10 && count(400) > cases / 10,
+        "{statuses:?}"
+    );
+    if basic.is_some() {
+        assert!(count(401) > cases / 10, "{statuses:?}");
+    }
     // Both paths were taken: connections the codec served to their end, and connections it
     // handed to hyper on the way.
-    let (own1, hyper1) = connections_by_codec(gw.addr).await;
+    let (own1, hyper1) = connections_by_codec(gw.addr, &metrics_login).await;
     let handed_over = (hyper1 - hyper0) - cases;
     assert_eq!(
         own1 - own0,
