@@ -80,6 +80,27 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Joins several `Cookie` fields into one, `; ` between them (RFC 9113 §8.2.3): HTTP/2 clients
+/// may send each cookie as a field of its own, and an HTTP/1.1 app reads one (Starlette only the
+/// first, so Gradio would lose the rest).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut fields = headers.get_all(header::COOKIE).iter();
+    if fields.next().is_none() || fields.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for field in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(field.as_bytes());
+    }
+    // Each part was a valid value; so is their join.
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 /// Whether a comma-separated header contains `token` (case-insensitive), e.g.
 /// `Connection: keep-alive, Upgrade`.
 pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
@@ -290,6 +311,29 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn cookie_fields_are_joined_into_one_and_a_single_one_is_left_alone() {
+        let mut split = map(&[
+            ("cookie", "a=1"),
+            ("x-between", "x"),
+            ("cookie", "b=two"),
+            ("cookie", "c=3"),
+        ]);
+        join_cookies(&mut split);
+        let cookies: Vec<&[u8]> = split
+            .get_all("cookie")
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        assert_eq!(cookies, [&b"a=1; b=two; c=3"[..]]);
+        assert_eq!(split.len(), 2);
+
+        let mut one = map(&[("cookie", "a=1; b=2")]);
+        join_cookies(&mut one);
+        let cookies: Vec<&[u8]> = one.get_all("cookie").iter().map(|v| v.as_bytes()).collect();
+        assert_eq!(cookies, [&b"a=1; b=2"[..]]);
     }
 
     #[test]
