@@ -2137,29 +2137,26 @@ async fn generated_answer_through(
     seen
 }
 
+/// An upstream that answers `/case/N` with the `N`th of `answers` (its bytes, and what it does
+/// after them), and any other request with its method and target.
+async fn answering_cases(answers: Vec<(Vec<u8>, Then)>) -> Scripted {
+    Scripted::start(move |a| {
+        let case = a.msg.target().strip_prefix("/case/");
+        match case.and_then(|n| answers.get(n.parse::<usize>().ok()?)) {
+            Some((bytes, then)) => Answer::raw(bytes.clone()).then(*then),
+            None => echo_line(a),
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_answers_are_treated_alike_by_the_gateways_codec_and_by_hyper() {
     let seed = h1_seed();
     let mut dice = Dice::new(seed ^ 0xa5a5);
     let cases = 300;
-    let answers: Arc<Vec<Answer>> =
-        Arc::new((0..cases).map(|_| generated_answer(&mut dice)).collect());
-    let script_answers = answers.clone();
-    let up = Scripted::start(move |a| {
-        let case = a
-            .msg
-            .target()
-            .strip_prefix("/case/")
-            .and_then(|n| n.parse::<usize>().ok());
-        match case {
-            Some(n) => {
-                let answer = &script_answers[n];
-                Answer::raw(answer.bytes.clone()).then(answer.then)
-            }
-            None => echo_line(a),
-        }
-    })
-    .await;
+    let answers: Vec<Answer> = (0..cases).map(|_| generated_answer(&mut dice)).collect();
+    let up = answering_cases(answers.iter().map(|a| (a.bytes.clone(), a.then)).collect()).await;
     let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
     for (case, answer) in answers.iter().enumerate() {
         let target = format!("/case/{case}");
@@ -2217,25 +2214,11 @@ async fn answers_the_generated_cases_found_wrong_are_right_through_both_clients(
             "",
         ),
     ];
-    let answers: Arc<Vec<(String, Then)>> = Arc::new(
-        cases
-            .iter()
-            .map(|(bytes, then, _, _)| (bytes.to_string(), *then))
-            .collect(),
-    );
-    let script_answers = answers.clone();
-    let up = Scripted::start(move |a| {
-        match a
-            .msg
-            .target()
-            .strip_prefix("/case/")
-            .and_then(|n| n.parse::<usize>().ok())
-        {
-            Some(n) => Answer::raw(script_answers[n].0.clone()).then(script_answers[n].1),
-            None => echo_line(a),
-        }
-    })
-    .await;
+    let answers = cases
+        .iter()
+        .map(|(bytes, then, _, _)| (bytes.as_bytes().to_vec(), *then))
+        .collect();
+    let up = answering_cases(answers).await;
     let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
     for (n, (bytes, _, status, body)) in cases.iter().enumerate() {
         for with_body in [false, true] {
