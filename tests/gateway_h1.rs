@@ -2074,9 +2074,17 @@ fn generated_answer(dice: &mut Dice) -> Answer {
 /// What a client saw of an answer beyond status and body: its headers other than framing,
 /// connection management, dates and ids, sorted.
 fn answer_headers(resp: &Message) -> Vec<String> {
-    let mut kept: Vec<String> = resp
-        .headers
-        .iter()
+    kept_headers(resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+}
+
+/// [`answer_headers`] of an answer read by hyper's client.
+fn reply_headers(reply: &Reply) -> Vec<String> {
+    let fields = reply.headers.iter();
+    kept_headers(fields.map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("(not text)"))))
+}
+
+fn kept_headers<'a>(fields: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+    let mut kept: Vec<String> = fields
         .map(|(name, value)| (name.to_ascii_lowercase(), value))
         .filter(|(name, _)| {
             ![
@@ -2137,6 +2145,41 @@ async fn generated_answer_through(
     seen
 }
 
+/// An HTTP/2 connection to `addr` (prior knowledge, no TLS), driven by a task of its own.
+async fn h2_connection(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<TestBody> {
+    let stream = within(PATIENCE, "connecting", TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    let (h2, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    h2
+}
+
+/// `GET target` over HTTP/2: status, headers and body as [`generated_answer_through`] gives
+/// them.
+async fn h2_answer(
+    h2: &mut hyper::client::conn::http2::SendRequest<TestBody>,
+    target: &str,
+    context: &str,
+) -> (u16, Vec<String>, String) {
+    let req = request("GET", &format!("http://box.example{target}"), &[], empty());
+    let resp = within(PATIENCE, "an HTTP/2 answer", h2.send_request(req))
+        .await
+        .unwrap_or_else(|e| panic!("HTTP/2: {e}; {context}"));
+    let reply = Reply::read(resp).await;
+    let body = if reply.status == 502 {
+        String::new()
+    } else {
+        reply.text()
+    };
+    (reply.status.as_u16(), reply_headers(&reply), body)
+}
+
 /// An upstream that answers `/case/N` with the `N`th of `answers` (its bytes, and what it does
 /// after them), and any other request with its method and target.
 async fn answering_cases(answers: Vec<(Vec<u8>, Then)>) -> Scripted {
@@ -2158,6 +2201,8 @@ async fn generated_answers_are_treated_alike_by_the_gateways_codec_and_by_hyper(
     let answers: Vec<Answer> = (0..cases).map(|_| generated_answer(&mut dice)).collect();
     let up = answering_cases(answers.iter().map(|a| (a.bytes.clone(), a.then)).collect()).await;
     let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+    // And HTTP/2 clients, all on one connection: what HTTP/1.1 ones get.
+    let mut h2 = h2_connection(gw.addr).await;
     for (case, answer) in answers.iter().enumerate() {
         let target = format!("/case/{case}");
         // Without a body the gateway's codec asks the upstream; with one, hyper's client.
@@ -2169,6 +2214,11 @@ async fn generated_answers_are_treated_alike_by_the_gateways_codec_and_by_hyper(
         let by_codec = generated_answer_through(gw.addr, &target, false, &context).await;
         let by_hyper = generated_answer_through(gw.addr, &target, true, &context).await;
         assert_eq!(by_codec, by_hyper, "the client's answers differ; {context}");
+        assert_eq!(
+            h2_answer(&mut h2, &target, &context).await,
+            by_codec[0],
+            "HTTP/2 got another answer; {context}"
+        );
         let (status, headers, _) = &by_codec[0];
         let named_by_connection = find(&answer.bytes, b"Connection: X-Hop").is_some();
         assert!(
@@ -2193,9 +2243,9 @@ async fn generated_answers_are_treated_alike_by_the_gateways_codec_and_by_hyper(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_the_generated_cases_found_wrong_are_right_through_both_clients() {
+async fn answers_the_generated_cases_found_wrong_are_right_for_every_client() {
     // Each was answered wrongly, or differently by the two ways, before the fix beside it.
-    let cases: [(&str, Then, u16, &str); 3] = [
+    let cases: [(&str, Then, u16, &str); 5] = [
         // A length beside chunked: the body is the chunks' (RFC 9112 §6.3), and the length
         // must not reach the client, which would cut the body short.
         (
@@ -2213,6 +2263,20 @@ async fn answers_the_generated_cases_found_wrong_are_right_through_both_clients(
             502,
             "",
         ),
+        // A length as a list: one number to the client (HTTP/2 refused the stream).
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+            Then::KeepOpen,
+            200,
+            "hello",
+        ),
+        // Lengths that disagree on an answer without a body: none to the client.
+        (
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            Then::KeepOpen,
+            304,
+            "",
+        ),
     ];
     let answers = cases
         .iter()
@@ -2220,7 +2284,14 @@ async fn answers_the_generated_cases_found_wrong_are_right_through_both_clients(
         .collect();
     let up = answering_cases(answers).await;
     let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+    let mut h2 = h2_connection(gw.addr).await;
     for (n, (bytes, _, status, body)) in cases.iter().enumerate() {
+        let (h2_status, _, h2_body) = h2_answer(&mut h2, &format!("/case/{n}"), bytes).await;
+        assert_eq!(
+            (h2_status, h2_body.as_str()),
+            (*status, *body),
+            "HTTP/2: {bytes:?}"
+        );
         for with_body in [false, true] {
             let context = format!("{bytes:?} (with a body: {with_body})");
             let seen =
@@ -2280,17 +2351,8 @@ async fn generated_http2_requests_reach_the_app_as_their_http1_equivalents_do() 
         ],
     )
     .await;
-    // HTTP/2 with prior knowledge, one connection for every case.
-    let stream = within(PATIENCE, "connecting", TcpStream::connect(gw.addr))
-        .await
-        .expect("connect");
-    let (mut h2, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("HTTP/2 handshake");
-    tokio::spawn(connection);
+    // One HTTP/2 connection for every case.
+    let mut h2 = h2_connection(gw.addr).await;
 
     let seed = h1_seed();
     let mut dice = Dice::new(seed ^ 0x2222);

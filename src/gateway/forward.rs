@@ -126,6 +126,7 @@ pub fn prepare(parts: &mut http::request::Parts, out: &Outgoing<'_>) -> Result<(
 
     let h = &mut parts.headers;
     headers::remove_hop_by_hop(h);
+    headers::single_length(h);
     // HTTP/2 has no Host header: rebuild it from `:authority`, or the client library would put
     // the upstream's own address there and Gradio would hand the browser unreachable URLs.
     match out.hop.host {
@@ -180,6 +181,7 @@ pub fn shape(resp: Response<PooledBody>, how: &Shaping<'_>) -> Response<Body> {
     // must not make hyper write HTTP/1.0 to an HTTP/1.1 client and close its connection.
     parts.version = Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers);
+    headers::single_length(&mut parts.headers);
     let event_stream = is_event_stream(&parts.headers);
     let encoding = how
         .encoding

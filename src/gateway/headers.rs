@@ -80,6 +80,27 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Writes a `Content-Length` given as a list (`5, 5`) or on several lines as the one number
+/// they agree on (RFC 9110 §8.6 lets a recipient take it so): HTTP/2 clients refuse the stream
+/// otherwise, and strict HTTP/1.1 servers the request. Lengths that disagree go: a message with
+/// a body and such lengths was refused by its framing already, so only one without a body by
+/// rule (HEAD, 204, 304) gets here with them.
+pub fn single_length(headers: &mut HeaderMap) {
+    let mut fields = headers.get_all(header::CONTENT_LENGTH).iter();
+    let single = match (fields.next(), fields.next()) {
+        (Some(first), None) => !first.as_bytes().contains(&b','),
+        (None, _) => true,
+        (Some(_), Some(_)) => false,
+    };
+    if single {
+        return;
+    }
+    match super::wire::content_length(headers) {
+        Some(n) => headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n)),
+        None => headers.remove(header::CONTENT_LENGTH),
+    };
+}
+
 /// Joins several `Cookie` fields into one, `; ` between them (RFC 9113 §8.2.3): HTTP/2 clients
 /// may send each cookie as a field of its own, and an HTTP/1.1 app reads one (Starlette only the
 /// first, so Gradio would lose the rest).
@@ -311,6 +332,28 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn a_length_given_as_a_list_or_twice_becomes_one_number() {
+        for fields in [
+            &[("content-length", "5, 5")][..],
+            &[("content-length", "5"), ("content-length", "5")][..],
+            &[("content-length", "5,5"), ("content-length", " 5")][..],
+        ] {
+            let mut h = map(fields);
+            single_length(&mut h);
+            let lengths: Vec<&[u8]> = h
+                .get_all("content-length")
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect();
+            assert_eq!(lengths, [&b"5"[..]], "{fields:?}");
+        }
+        // Disagreeing lengths (on an answer without a body) go.
+        let mut h = map(&[("content-length", "5"), ("content-length", "6")]);
+        single_length(&mut h);
+        assert!(h.get("content-length").is_none());
     }
 
     #[test]
