@@ -185,17 +185,14 @@ pub fn parse_request(buf: &mut BytesMut) -> ClientHead {
         return ClientHead::Other;
     }
     let mut hosts = 0;
-    let mut lengths = 0;
     let mut close = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            // An empty body announced as such is still no body; announced twice, hyper makes
-            // one header of it.
-            lengths += 1;
-            if h.value != b"0" || lengths > 1 {
+            // An empty body announced as such is still no body.
+            if h.value != b"0" {
                 return ClientHead::Other;
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding")
