@@ -86,13 +86,19 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// a body and such lengths was refused by its framing already, so only one without a body by
 /// rule (HEAD, 204, 304) gets here with them.
 pub fn single_length(headers: &mut HeaderMap) {
-    let mut fields = headers.get_all(header::CONTENT_LENGTH).iter();
-    let single = match (fields.next(), fields.next()) {
-        (Some(first), None) => !first.as_bytes().contains(&b','),
-        (None, _) => true,
-        (Some(_), Some(_)) => false,
+    let list = |v: &HeaderValue| v.as_bytes().contains(&b',');
+    // With no name twice (the usual case, told without a lookup) only a list needs rewriting.
+    let rewrite = if headers.len() == headers.keys_len() {
+        headers.get(header::CONTENT_LENGTH).is_some_and(list)
+    } else {
+        let mut fields = headers.get_all(header::CONTENT_LENGTH).iter();
+        match (fields.next(), fields.next()) {
+            (Some(first), None) => list(first),
+            (None, _) => false,
+            (Some(_), Some(_)) => true,
+        }
     };
-    if single {
+    if !rewrite {
         return;
     }
     match super::wire::content_length(headers) {
@@ -105,6 +111,10 @@ pub fn single_length(headers: &mut HeaderMap) {
 /// may send each cookie as a field of its own, and an HTTP/1.1 app reads one (Starlette only the
 /// first, so Gradio would lose the rest).
 pub fn join_cookies(headers: &mut HeaderMap) {
+    // No name twice (the usual case, told without a lookup): nothing to join.
+    if headers.len() == headers.keys_len() {
+        return;
+    }
     let mut fields = headers.get_all(header::COOKIE).iter();
     if fields.next().is_none() || fields.next().is_none() {
         return;
