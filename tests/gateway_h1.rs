@@ -1670,7 +1670,7 @@ const HEADER_LINES: [&[u8]; 22] = [
     b"X-Request-Id: chosen-by-the-client",
     b"Authorization: Basic Zm9vOmJhcg==",
 ];
-/// Header lines that are odd, or malformed (hyper answers those 400).
+/// Header lines that are odd or malformed (hyper refuses most of them with a 400).
 const ODD_HEADER_LINES: [&[u8]; 10] = [
     b"Content-Length: 00",
     b"Content-Length: 0, 0",
