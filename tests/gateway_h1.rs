@@ -1722,14 +1722,14 @@ fn generated_requests(dice: &mut Dice) -> (Vec<u8>, Vec<&'static str>) {
                 lines.push(b"Content-Length: 5".to_vec());
                 b"hello"
             }
+            1 => {
+                lines.push(b"Transfer-Encoding: chunked".to_vec());
+                b"5\r\nhello\r\n0\r\n\r\n"
+            }
             2 => {
                 lines.push(b"Expect: 100-continue".to_vec());
                 lines.push(b"Content-Length: 5".to_vec());
                 b"hello"
-            }
-            1 => {
-                lines.push(b"Transfer-Encoding: chunked".to_vec());
-                b"5\r\nhello\r\n0\r\n\r\n"
             }
             _ => b"",
         };
@@ -1996,15 +1996,6 @@ fn generated_answer(dice: &mut Dice) -> Answer {
         Then::KeepOpen
     };
     let body: Vec<u8> = match dice.below(13) {
-        11 => {
-            // Padded and zero-led lengths are still lengths.
-            lines.push(format!("Content-Length:  0{} ", data.len()).into_bytes());
-            data.into()
-        }
-        12 => {
-            lines.push(b"Transfer-Encoding: Chunked".to_vec());
-            chunked_coding(data.as_bytes(), 3)
-        }
         0..=3 => {
             lines.push(format!("Content-Length: {}", data.len()).into_bytes());
             data.into()
@@ -2046,10 +2037,19 @@ fn generated_answer(dice: &mut Dice) -> Answer {
             then = Then::Close;
             data.into()
         }
-        _ => {
+        10 => {
             lines.push(format!("Content-Length: {}", data.len()).into_bytes());
             // Bytes beyond the announced length on a connection left open.
             format!("{data}GARBAGE").into_bytes()
+        }
+        11 => {
+            // Padded and zero-led lengths are still lengths.
+            lines.push(format!("Content-Length:  0{} ", data.len()).into_bytes());
+            data.into()
+        }
+        _ => {
+            lines.push(b"Transfer-Encoding: Chunked".to_vec());
+            chunked_coding(data.as_bytes(), 3)
         }
     };
     let no_body_by_rule = dice.chance(8);
