@@ -1989,7 +1989,24 @@ fn generated_answer(dice: &mut Dice) -> Answer {
     for _ in 0..dice.below(4) {
         lines.push(dice.pick(&ANSWER_LINES).to_vec());
     }
-    let data = *dice.pick(&["hello", "", "a longer body of text", "0123456789abcdef"]);
+    if dice.chance(50) {
+        // Text, which a compressing route compresses.
+        lines.push(
+            dice.pick(&[
+                &b"Content-Type: text/html"[..],
+                b"Content-Type: application/json",
+            ])
+            .to_vec(),
+        );
+    }
+    let long = "a body long enough to be worth compressing. ".repeat(40);
+    let data = *dice.pick(&[
+        "hello",
+        "",
+        "a longer body of text",
+        "0123456789abcdef",
+        &long,
+    ]);
     let mut then = if dice.chance(15) {
         Then::Close
     } else {
@@ -2103,19 +2120,29 @@ fn kept_headers<'a>(fields: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<Str
     kept
 }
 
+/// Answers [`generated_answer_through`] found gzipped and decoded.
+static GZIPPED: AtomicUsize = AtomicUsize::new(0);
+
 /// One generated answer fetched on a fresh connection, then a plain request on the same one:
-/// status, headers and body of each (the body only where the app wrote it).
+/// status, headers and body of each (the body only where the app wrote it). `gzip`: the
+/// request accepts gzip, and a gzipped body is shown decoded, without the headers that say so.
 async fn generated_answer_through(
     addr: SocketAddr,
     target: &str,
     with_body: bool,
+    gzip: bool,
     context: &str,
 ) -> Vec<(u16, Vec<String>, String)> {
     let mut wire = Wire::connect(addr).await;
-    let request = if with_body {
-        format!("GET {target} HTTP/1.1\r\n{HOST}Content-Length: 1\r\n\r\nx")
+    let accept = if gzip {
+        "Accept-Encoding: gzip\r\n"
     } else {
-        format!("GET {target} HTTP/1.1\r\n{HOST}\r\n")
+        ""
+    };
+    let request = if with_body {
+        format!("GET {target} HTTP/1.1\r\n{HOST}{accept}Content-Length: 1\r\n\r\nx")
+    } else {
+        format!("GET {target} HTTP/1.1\r\n{HOST}{accept}\r\n")
     };
     let after = format!("GET /after HTTP/1.1\r\n{HOST}Connection: close\r\n\r\n");
     let mut seen = Vec::new();
@@ -2134,13 +2161,25 @@ async fn generated_answer_through(
                 break resp;
             }
         };
+        let mut headers = answer_headers(&resp);
+        let mut body = resp.body.clone();
+        if resp.header("content-encoding") == Some("gzip") {
+            let mut decoded = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut decoded)
+                .unwrap_or_else(|e| panic!("not gzip ({e}): {resp:?}; {context}"));
+            body = decoded;
+            GZIPPED.fetch_add(1, Ordering::SeqCst);
+            headers.retain(|h| h != "content-encoding: gzip" && h != "vary: Accept-Encoding");
+        }
         // The gateway's own pages about a failed upstream name the failure in its words.
-        let body = if resp.status() == 502 {
-            String::new()
-        } else {
-            resp.text()
-        };
-        seen.push((resp.status(), answer_headers(&resp), body));
+        if resp.status() == 502 {
+            body.clear();
+        }
+        seen.push((
+            resp.status(),
+            headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        ));
     }
     seen
 }
@@ -2200,7 +2239,15 @@ async fn generated_answers_are_treated_alike_by_the_gateways_codec_and_by_hyper(
     let cases = 300;
     let answers: Vec<Answer> = (0..cases).map(|_| generated_answer(&mut dice)).collect();
     let up = answering_cases(answers.iter().map(|a| (a.bytes.clone(), a.then)).collect()).await;
-    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+    // `/z/case/N` reaches the same answer through a route that compresses.
+    let gw = Gateway::start(
+        "",
+        &[
+            route("/z/", up.addr, "strip_prefix = true\ncompress = true"),
+            route("/", up.addr, ""),
+        ],
+    )
+    .await;
     // And HTTP/2 clients, all on one connection: what HTTP/1.1 ones get.
     let mut h2 = h2_connection(gw.addr).await;
     for (case, answer) in answers.iter().enumerate() {
@@ -2211,9 +2258,19 @@ async fn generated_answers_are_treated_alike_by_the_gateways_codec_and_by_hyper(
             String::from_utf8_lossy(&answer.bytes),
             answer.then
         );
-        let by_codec = generated_answer_through(gw.addr, &target, false, &context).await;
-        let by_hyper = generated_answer_through(gw.addr, &target, true, &context).await;
+        let by_codec = generated_answer_through(gw.addr, &target, false, false, &context).await;
+        let by_hyper = generated_answer_through(gw.addr, &target, true, false, &context).await;
         assert_eq!(by_codec, by_hyper, "the client's answers differ; {context}");
+        // Compression changes the bytes on the wire, nothing else.
+        let zipped = format!("/z{target}");
+        for with_body in [false, true] {
+            let gzipped =
+                generated_answer_through(gw.addr, &zipped, with_body, true, &context).await;
+            assert_eq!(
+                gzipped, by_codec,
+                "compressed (with a body: {with_body}); {context}"
+            );
+        }
         assert_eq!(
             h2_answer(&mut h2, &target, &context).await,
             by_codec[0],
@@ -2240,6 +2297,8 @@ async fn generated_answers_are_treated_alike_by_the_gateways_codec_and_by_hyper(
             "the request after it was not served; {context}"
         );
     }
+    let gzipped = GZIPPED.load(Ordering::SeqCst);
+    assert!(gzipped > 10, "only {gzipped} answers came gzipped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2294,8 +2353,14 @@ async fn answers_the_generated_cases_found_wrong_are_right_for_every_client() {
         );
         for with_body in [false, true] {
             let context = format!("{bytes:?} (with a body: {with_body})");
-            let seen =
-                generated_answer_through(gw.addr, &format!("/case/{n}"), with_body, &context).await;
+            let seen = generated_answer_through(
+                gw.addr,
+                &format!("/case/{n}"),
+                with_body,
+                false,
+                &context,
+            )
+            .await;
             assert_eq!(
                 (seen[0].0, seen[0].2.as_str()),
                 (*status, *body),
