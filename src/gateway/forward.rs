@@ -107,7 +107,8 @@ pub struct Outgoing<'a> {
 
 /// Turns the client's request head into the upstream's, in place: origin-form URI, HTTP/1.1,
 /// Host as the client sent it (the upstream's address if it sent none), forwarding headers, no
-/// hop-by-hop headers.
+/// hop-by-hop headers, one `Content-Length` and one `Cookie` at most. (The Vast cookie is taken
+/// out of the one `Cookie` later, by the gatekeeper's scrub.)
 pub fn prepare(parts: &mut http::request::Parts, out: &Outgoing<'_>) -> Result<(), StatusCode> {
     // Most requests go on as they came (canonical, no prefix stripped, query untouched): their
     // origin-form URI is kept rather than built and parsed again.
@@ -127,6 +128,7 @@ pub fn prepare(parts: &mut http::request::Parts, out: &Outgoing<'_>) -> Result<(
     let h = &mut parts.headers;
     headers::remove_hop_by_hop(h);
     headers::single_length(h);
+    headers::join_cookies(h);
     // HTTP/2 has no Host header: rebuild it from `:authority`, or the client library would put
     // the upstream's own address there and Gradio would hand the browser unreachable URLs.
     match out.hop.host {

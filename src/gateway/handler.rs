@@ -280,7 +280,6 @@ impl Gateway {
         snapshot
             .gatekeeper
             .scrub(&mut parts.headers, route, user.as_deref());
-        headers::join_cookies(&mut parts.headers);
 
         let upstream_resp = match self
             .upstreams
