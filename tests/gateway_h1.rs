@@ -1415,6 +1415,67 @@ async fn mixed_case_headers_pass_intact_and_connection_named_ones_do_not() {
     assert!(!resp.lists("connection", "x-secret"), "{resp:?}");
 }
 
+/// The answer most apps give (uvicorn, Node, nginx): `Connection: keep-alive` and `Keep-Alive`
+/// beside the end-to-end fields. The gateway writes those fields to an HTTP/1.1 client from the
+/// upstream's own bytes; an HTTP/2 client gets them from a header map. Both must get every
+/// end-to-end field in order, once, and neither hop-by-hop one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_answer_reaches_http1_and_http2_clients_with_its_end_to_end_fields_only() {
+    let up = Scripted::start(|_| {
+        Answer::raw(
+            "HTTP/1.1 200 OK\r\nServer: App/1.0\r\nConnection: keep-alive\r\nContent-Type: text/plain\r\n\
+             Set-Cookie: a=1; Path=/\r\nKeep-Alive: timeout=5\r\nSet-Cookie: b=2\r\n\
+             X-Mixed-Case:  spaced value \r\nDate: Mon, 30 Nov 2026 10:00:00 GMT\r\nContent-Length: 2\r\n\r\nok",
+        )
+    })
+    .await;
+    let gw = Gateway::start("", &[route("/", up.addr, "")]).await;
+    let expected = [
+        ("server", "App/1.0"),
+        ("content-type", "text/plain"),
+        ("set-cookie", "a=1; Path=/"),
+        ("set-cookie", "b=2"),
+        ("x-mixed-case", "spaced value"),
+        ("date", "Mon, 30 Nov 2026 10:00:00 GMT"),
+        ("content-length", "2"),
+    ];
+
+    let mut wire = Wire::connect(gw.addr).await;
+    for _ in 0..2 {
+        let resp = wire.get("/page").await;
+        assert_eq!(
+            (resp.status(), resp.text().as_str()),
+            (200, "ok"),
+            "{resp:?}"
+        );
+        let fields: Vec<(String, &str)> = resp
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.as_str()))
+            .filter(|(n, _)| n != "x-request-id")
+            .collect();
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        assert_eq!(fields, expected, "{resp:?}");
+        assert_eq!(resp.all("x-request-id").len(), 1, "{resp:?}");
+    }
+
+    let mut h2 = h2_connection(gw.addr).await;
+    let req = request("GET", "http://box.example/page", &[], empty());
+    let resp = within(PATIENCE, "an HTTP/2 answer", h2.send_request(req))
+        .await
+        .expect("HTTP/2 answer");
+    let reply = Reply::read(resp).await;
+    assert_eq!(reply.status, 200);
+    let fields: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("(not text)")))
+        .filter(|(n, _)| *n != "x-request-id")
+        .collect();
+    assert_eq!(fields, expected, "{:?}", reply.headers);
+    assert_eq!(reply.headers.get_all("x-request-id").iter().count(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mebibyte_body_arrives_byte_exact_with_a_length_and_chunked() {
     const MIB: usize = 1 << 20;

@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::handler::ConnInfo;
 use super::pool::RequestBody;
+use super::verbatim::Verbatim;
 use super::wire::{self, ClientHead, Outgoing};
 use super::{Body, Gateway};
 
@@ -93,7 +94,7 @@ pub async fn serve<I>(
         let method = parts.method.clone();
         let req = Request::from_parts(parts, RequestBody::Empty);
         // Pinned where it is made: the exchange's future is large, and moving it costs.
-        let exchange = std::pin::pin!(gateway.clone().handle(conn, req));
+        let exchange = std::pin::pin!(gateway.clone().answer(conn, req));
         let handled = watching(&mut io, &mut buf, exchange).await;
         let Some(resp) = handled else {
             // The client went away: like hyper, drop the exchange (and its upstream request).
@@ -142,7 +143,8 @@ where
         held: 0,
     };
     let known = body.size_hint().exact();
-    let framing = wire::encode_response(&parts, method, known, close, outbox.out);
+    let kept = parts.extensions.get::<Verbatim>();
+    let framing = wire::encode_response(&parts, kept, method, known, close, outbox.out);
     let mut left = match framing {
         Outgoing::Bodiless => {
             drop(body);

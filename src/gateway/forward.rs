@@ -17,6 +17,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use super::compress::{self, Compressed, Encoding};
 use super::headers::{self, Hop, X_FORWARDED_PREFIX, X_REQUEST_ID};
 use super::pool::{Connections, PoolError, PooledBody, RequestBody};
+use super::verbatim::{self, Verbatim};
 use super::{Body, BoxError};
 use crate::config::{GatewayConfig, Route};
 
@@ -182,6 +183,13 @@ pub fn shape(resp: Response<PooledBody>, how: &Shaping<'_>) -> Response<Body> {
     // The client's connection speaks the gateway's HTTP, whatever the app's: an HTTP/1.0 answer
     // must not make hyper write HTTP/1.0 to an HTTP/1.1 client and close its connection.
     parts.version = Version::HTTP_11;
+    if parts.extensions.get::<Verbatim>().is_some() {
+        // No header rule changes these fields; only compression would.
+        if how.encoding.is_none() {
+            return Response::from_parts(parts, body.map_err(Into::into).boxed_unsync());
+        }
+        verbatim::settle(&mut parts.headers, &mut parts.extensions);
+    }
     headers::remove_hop_by_hop(&mut parts.headers);
     headers::single_length(&mut parts.headers);
     let event_stream = is_event_stream(&parts.headers);
@@ -210,12 +218,15 @@ pub fn shape(resp: Response<PooledBody>, how: &Shaping<'_>) -> Response<Body> {
 fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
-        })
+        .is_some_and(|v| is_event_stream_type(v.as_bytes()))
+}
+
+/// Whether a `Content-Type` value is `text/event-stream` (parameters aside).
+pub fn is_event_stream_type(value: &[u8]) -> bool {
+    value
+        .split(|b| *b == b';')
+        .next()
+        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"text/event-stream"))
 }
 
 /// The 101 answer to the client, carrying the upstream's handshake headers

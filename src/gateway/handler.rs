@@ -19,7 +19,7 @@ use super::pages::{self, Audience, Problem};
 use super::path::canonicalize;
 use super::pool::RequestBody;
 use super::router::{is_public, RouteMatch};
-use super::{portal, programs, vast_portal};
+use super::{portal, programs, vast_portal, verbatim};
 use super::{Body, Gateway, Snapshot};
 use crate::config::Route;
 
@@ -37,6 +37,19 @@ const RETRY_SECS: u32 = 5;
 impl Gateway {
     /// Serves one request; never fails (every problem becomes a response).
     pub async fn handle(
+        self: Arc<Self>,
+        conn: ConnInfo,
+        req: Request<RequestBody>,
+    ) -> Response<Body> {
+        let (mut parts, body) = self.answer(conn, req).await.into_parts();
+        verbatim::settle(&mut parts.headers, &mut parts.extensions);
+        Response::from_parts(parts, body)
+    }
+
+    /// [`Gateway::handle`] for a caller that writes fields kept [`verbatim`] itself: the
+    /// answer's header map may hold only what the gateway added, the upstream's fields being in
+    /// its extensions.
+    pub async fn answer(
         self: Arc<Self>,
         conn: ConnInfo,
         req: Request<RequestBody>,

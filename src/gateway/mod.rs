@@ -23,6 +23,7 @@ pub mod server;
 pub mod tls;
 pub mod tunnel;
 pub mod vast_portal;
+pub mod verbatim;
 pub mod wire;
 pub mod workers;
 

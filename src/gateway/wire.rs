@@ -18,6 +18,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
 use super::headers::has_token;
+use super::verbatim::Verbatim;
 
 /// The most header lines a head may have (hyper's limit too).
 pub const MAX_HEADERS: usize = 100;
@@ -99,6 +100,25 @@ pub fn parse_response(
         };
         let spans = Spans::of(buf, resp.headers);
         let head = buf.split_to(len).freeze();
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.status = status;
+        parts.version = version;
+        if let Some(kept) = Verbatim::scan(&head, spans.as_slice(), status, version) {
+            let framing = match kept.length {
+                _ if *method == Method::HEAD => Framing::Empty,
+                Some(n) => Framing::Length(n),
+                None => Framing::Close,
+            };
+            let keep_alive = !kept.close && framing != Framing::Close;
+            // Room for what the gateway adds: a request id, a login's cookie.
+            parts.headers = HeaderMap::with_capacity(2);
+            parts.extensions.insert(kept);
+            return Ok(Some(ResponseHead {
+                parts,
+                framing,
+                keep_alive,
+            }));
+        }
         // The gateway adds a request id to an answer.
         let headers = header_map(&head, spans.as_slice(), 1)?;
 
@@ -137,9 +157,6 @@ pub fn parse_response(
         if framing == Framing::Close {
             keep_alive = false;
         }
-        let mut parts = http::Response::new(()).into_parts().0;
-        parts.status = status;
-        parts.version = version;
         parts.headers = headers;
         return Ok(Some(ResponseHead {
             parts,
@@ -236,9 +253,9 @@ pub fn parse_request(buf: &mut BytesMut) -> ClientHead {
 
 /// Where a header's name and value lie in the buffer it was parsed from.
 #[derive(Clone, Copy, Default)]
-struct Span {
-    name: (usize, usize),
-    value: (usize, usize),
+pub(super) struct Span {
+    pub name: (usize, usize),
+    pub value: (usize, usize),
 }
 
 /// Header spans, on the stack for the usual few headers.
@@ -332,7 +349,7 @@ fn may_be_common(bytes: &[u8]) -> bool {
 
 /// A header name as `HeaderName::from_bytes` makes it, without its allocation for the common
 /// names it does not know.
-fn header_name(bytes: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+pub(super) fn header_name(bytes: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
     if may_be_common(bytes) {
         let common = COMMON_NAMES.iter().find(|(text, _)| {
             text.len() == bytes.len() && text.as_bytes().eq_ignore_ascii_case(bytes)
@@ -370,7 +387,7 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
     length
 }
 
-fn digits(text: &[u8]) -> Option<u64> {
+pub(super) fn digits(text: &[u8]) -> Option<u64> {
     if text.is_empty() {
         return None;
     }
@@ -417,11 +434,13 @@ pub enum Outgoing {
     Chunked,
 }
 
-/// Appends a response head to `out`: the status line, the headers (framing headers replaced by
-/// `framing`'s), a `Date` if there is none, and `Connection: close` when the connection ends
-/// after it. A length from the headers wins over `known_length`, as hyper does it.
+/// Appends a response head to `out`: the status line, the fields kept verbatim, the headers
+/// (framing headers replaced by `framing`'s), a `Date` if there is none, and `Connection: close`
+/// when the connection ends after it. A length from the headers wins over `known_length`, as
+/// hyper does it.
 pub fn encode_response(
     parts: &http::response::Parts,
+    kept: Option<&Verbatim>,
     request_method: &Method,
     known_length: Option<u64>,
     close: bool,
@@ -436,7 +455,14 @@ pub fn encode_response(
     let no_body = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let stated = content_length(&parts.headers);
+    // Kept fields hold no framing but one valid length, and never come without a body by status.
+    let stated = match kept {
+        Some(kept) => {
+            kept.write(out);
+            kept.length
+        }
+        None => content_length(&parts.headers),
+    };
     for (name, value) in &parts.headers {
         if name == http::header::TRANSFER_ENCODING
             || (name == http::header::CONTENT_LENGTH && (stated.is_none() || no_body))
@@ -462,7 +488,7 @@ pub fn encode_response(
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         Outgoing::Chunked
     };
-    if !parts.headers.contains_key(http::header::DATE) {
+    if !kept.is_some_and(|kept| kept.dated) && !parts.headers.contains_key(http::header::DATE) {
         out.extend_from_slice(b"date: ");
         DATE.with_borrow_mut(|date| out.extend_from_slice(date.now()));
         out.extend_from_slice(b"\r\n");
@@ -838,8 +864,9 @@ mod tests {
             "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\
              HTTP/1.1 200 OK\r\nX-Thing: v\r\nContent-Length: 2\r\n\r\nhi",
         );
-        let r = parse_response(&mut buf, &Method::GET).unwrap().unwrap();
+        let mut r = parse_response(&mut buf, &Method::GET).unwrap().unwrap();
         assert_eq!(r.parts.status, StatusCode::OK);
+        super::super::verbatim::settle(&mut r.parts.headers, &mut r.parts.extensions);
         assert_eq!(r.parts.headers["x-thing"], "v");
         assert!(!r.parts.headers.contains_key("link"));
         assert_eq!(&buf[..], b"hi");
@@ -963,7 +990,7 @@ mod tests {
         close: bool,
     ) -> (String, Outgoing) {
         let mut out = Vec::new();
-        let framing = encode_response(parts, &method, known, close, &mut out);
+        let framing = encode_response(parts, None, &method, known, close, &mut out);
         (String::from_utf8(out).unwrap(), framing)
     }
 
