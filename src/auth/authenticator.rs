@@ -1,7 +1,6 @@
 //! The Basic-auth verifier the gateway asks on every request: fast for legitimate users, cheap
 //! to refuse under attack.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +12,7 @@ use http::HeaderValue;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::basic::BasicCredentials;
-use super::cache::{lock, CredentialKey, CredentialKeyer, SuccessCache};
+use super::cache::{lock, CredentialKey, CredentialKeyer, KeyMap, SuccessCache};
 use super::hash::StoredHash;
 use super::htpasswd::{self, LineProblem, LoadError, UserTable};
 use super::limiter::FailureLimiter;
@@ -108,7 +107,7 @@ struct Shared {
     slots_total: usize,
     hashes: AtomicU64,
     /// Computations under way, by credential key; a waiter subscribes to the result.
-    in_flight: Mutex<HashMap<CredentialKey, watch::Receiver<Option<bool>>>>,
+    in_flight: Mutex<KeyMap<watch::Receiver<Option<bool>>>>,
 }
 
 impl Authenticator {
@@ -121,7 +120,7 @@ impl Authenticator {
             hash_slots: Arc::new(Semaphore::new(slots)),
             slots_total: slots,
             hashes: AtomicU64::new(0),
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(KeyMap::default()),
         };
         let limiter = FailureLimiter::new(
             settings.max_failures,
