@@ -2,7 +2,9 @@
 //! logins. Kept small and cheap: one short lock per request on a shard of the thread's own (so
 //! worker threads do not contend), no allocation once a route/status pair has been seen.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use fnv::FnvHashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -11,8 +13,9 @@ use http::StatusCode;
 
 use super::forward::UpstreamError;
 
-/// Route prefix ("" for requests no route took) → status → count.
-type RequestCounts = HashMap<String, BTreeMap<u16, u64>>;
+/// Route prefix ("" for requests no route took) → status → count. The prefixes come from the
+/// config, not from clients: FNV, not SipHash.
+type RequestCounts = FnvHashMap<String, BTreeMap<u16, u64>>;
 
 /// Request counters are split this many ways, by thread.
 const SHARDS: usize = 16;

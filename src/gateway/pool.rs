@@ -14,12 +14,12 @@
 //! idempotent, has no body, and the connection broke before any answer.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use fnv::FnvHashMap;
 use http::uri::Authority;
 use http::{Method, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -69,8 +69,9 @@ const READ_MAX: usize = 256 * 1024;
 #[derive(Default)]
 struct Pool {
     /// By upstream address as written in the config (hashing an `Authority` goes byte by byte).
-    idle: HashMap<Box<str>, Vec<Idle>>,
-    raw: HashMap<Box<str>, Vec<RawIdle>>,
+    /// No client picks these keys: FNV, not SipHash.
+    idle: FnvHashMap<Box<str>, Vec<Idle>>,
+    raw: FnvHashMap<Box<str>, Vec<RawIdle>>,
     /// A sweeper task runs on this thread.
     sweeping: bool,
 }
@@ -505,7 +506,7 @@ impl Checkin {
 /// Puts `idle` last on `authority`'s list in the list map `pick` chooses (the oldest goes when
 /// it is full) and starts this thread's sweeper if none runs.
 fn park_in<T>(
-    pick: impl FnOnce(&mut Pool) -> &mut HashMap<Box<str>, Vec<T>>,
+    pick: impl FnOnce(&mut Pool) -> &mut FnvHashMap<Box<str>, Vec<T>>,
     authority: &Authority,
     idle: T,
     idle_timeout: Duration,
