@@ -22,7 +22,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use flate2::{Compress, CompressError, Compression, Crc, FlushCompress, Status};
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
@@ -91,32 +91,61 @@ pub fn negotiate(accept_encoding: Option<&HeaderValue>) -> Option<Encoding> {
 /// Whether a response is worth compressing: text-like, not an event stream, not already encoded,
 /// not a partial or empty answer, and not asked to stay untransformed.
 pub fn compressible(method: &Method, status: StatusCode, headers: &HeaderMap) -> bool {
+    let fields = headers
+        .iter()
+        .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
+    compressible_fields(method, status, fields)
+}
+
+/// [`compressible`] over header fields as they lie in a head (names in any case), so that an
+/// answer kept [`super::verbatim`] is judged without building its header map.
+pub fn compressible_fields<'a>(
+    method: &Method,
+    status: StatusCode,
+    fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> bool {
     if method == Method::HEAD
         || status.is_informational()
         || matches!(
             status,
             StatusCode::NO_CONTENT | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
         )
-        || headers.contains_key(header::CONTENT_ENCODING)
-        || headers.contains_key(header::CONTENT_RANGE)
     {
         return false;
     }
-    let no_transform = headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.to_ascii_lowercase().contains("no-transform"));
-    let too_small = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
+    let is = |name: &[u8], other: &HeaderName| name.eq_ignore_ascii_case(other.as_str().as_bytes());
+    let (mut length, mut content_type) = (None, None);
+    for (name, value) in fields {
+        if is(name, &header::CONTENT_ENCODING) || is(name, &header::CONTENT_RANGE) {
+            return false;
+        }
+        if is(name, &header::CACHE_CONTROL)
+            && text(value).is_some_and(|v| v.to_ascii_lowercase().contains("no-transform"))
+        {
+            return false;
+        }
+        // The first of each counts, as a map's `get` gives it.
+        if is(name, &header::CONTENT_LENGTH) {
+            length.get_or_insert(value);
+        } else if is(name, &header::CONTENT_TYPE) {
+            content_type.get_or_insert(value);
+        }
+    }
+    let too_small = length
+        .and_then(text)
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n < MIN_LENGTH);
-    let text_like = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(text_like);
-    text_like && !no_transform && !too_small
+    let text_like = content_type.and_then(text).is_some_and(text_like);
+    text_like && !too_small
+}
+
+/// A value as text, where `HeaderValue::to_str` would give it (visible ASCII and tabs).
+fn text(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|b| *b == b'\t' || (0x20..0x7f).contains(b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }
 
 fn text_like(content_type: &str) -> bool {
@@ -478,6 +507,72 @@ mod tests {
             ok,
             &h(&[("content-type", "application/ld+json")])
         ));
+    }
+
+    #[test]
+    fn fields_as_the_app_wrote_them_are_judged_as_their_map_is() {
+        let cases: &[&[(&str, &[u8])]] = &[
+            &[("Content-Type", b"text/html")],
+            &[
+                ("CONTENT-TYPE", b"Text/HTML; charset=utf-8"),
+                ("Content-Length", b"5000"),
+            ],
+            &[("Content-Type", b"text/html"), ("Content-Length", b"12")],
+            &[("Content-Type", b"text/html"), ("Content-Length", b"x12")],
+            &[("Content-Type", b"text/html"), ("content-encoding", b"")],
+            &[
+                ("Content-Type", b"text/css"),
+                ("Content-Range", b"bytes 0-1/2"),
+            ],
+            &[
+                ("Content-Type", b"text/css"),
+                ("Cache-Control", b"public, No-Transform"),
+            ],
+            &[
+                ("Content-Type", b"text/css"),
+                ("Cache-Control", b"no-\xfftransform"),
+            ],
+            &[
+                ("Content-Type", b"image/png"),
+                ("Content-Type", b"text/html"),
+            ],
+            &[("Content-Type", b"text/html\xff")],
+            &[("Content-Type", b"text/event-stream")],
+            &[
+                ("Vary", b"Accept"),
+                ("Content-Type", b"application/json"),
+                ("ETag", b"\"a\""),
+            ],
+            &[],
+        ];
+        for fields in cases {
+            let mut map = HeaderMap::new();
+            for (name, value) in fields.iter() {
+                map.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_bytes(value).unwrap(),
+                );
+            }
+            for (method, status) in [
+                (Method::GET, StatusCode::OK),
+                (Method::HEAD, StatusCode::OK),
+                (Method::GET, StatusCode::NOT_FOUND),
+                (Method::GET, StatusCode::PARTIAL_CONTENT),
+            ] {
+                let raw = fields.iter().map(|(n, v)| (n.as_bytes(), *v));
+                assert_eq!(
+                    compressible_fields(&method, status, raw),
+                    compressible(&method, status, &map),
+                    "{fields:?} {method} {status}"
+                );
+            }
+        }
+        let many = [
+            ("Content-Type", &b"text/html"[..]),
+            ("Content-Length", b"5000"),
+        ];
+        let raw = many.iter().map(|(n, v)| (n.as_bytes(), *v));
+        assert!(compressible_fields(&Method::GET, StatusCode::OK, raw));
     }
 
     #[test]

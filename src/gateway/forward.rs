@@ -183,9 +183,11 @@ pub fn shape(resp: Response<PooledBody>, how: &Shaping<'_>) -> Response<Body> {
     // The client's connection speaks the gateway's HTTP, whatever the app's: an HTTP/1.0 answer
     // must not make hyper write HTTP/1.0 to an HTTP/1.1 client and close its connection.
     parts.version = Version::HTTP_11;
-    if parts.extensions.get::<Verbatim>().is_some() {
+    if let Some(kept) = parts.extensions.get::<Verbatim>() {
         // No header rule changes these fields; only compression would.
-        if how.encoding.is_none() {
+        let compress = how.encoding.is_some()
+            && compress::compressible_fields(how.method, parts.status, kept.fields());
+        if !compress {
             return Response::from_parts(parts, body.map_err(Into::into).boxed_unsync());
         }
         verbatim::settle(&mut parts.headers, &mut parts.extensions);

@@ -144,7 +144,8 @@ impl Verbatim {
         Some(kept)
     }
 
-    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    /// The fields kept, as (name, value).
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.fields[..self.count].iter().map(|f| {
             (
                 &self.head[f.name.0 as usize..f.name.1 as usize],
