@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the per-request hot path: canonical path + route, header rewriting, an
-//! auth cache hit, and one password verification per htpasswd scheme (what a cache miss costs).
+//! app's answer head on its way to the client, an auth cache hit, and one password verification
+//! per htpasswd scheme (what a cache miss costs).
 //! Run: `cargo bench --bench hot_path` (a few minutes; the non-bcrypt hashes come from Apache's
 //! `htpasswd`, and are skipped with a note when it is not installed).
 
@@ -11,14 +12,17 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, Method};
 
 use vastgate::auth::{htpasswd_line, AuthSettings, Authenticator, StoredHash, UserTable, Verdict};
 use vastgate::config::Config;
-use vastgate::gateway::headers::{remove_hop_by_hop, set_forwarded, Hop};
+use vastgate::gateway::headers::{remove_hop_by_hop, set_forwarded, single_length, Hop};
 use vastgate::gateway::path::canonicalize;
 use vastgate::gateway::router::Router;
+use vastgate::gateway::verbatim::{settle, Verbatim};
+use vastgate::gateway::wire::{encode_response, parse_response};
 
 fn shipped_router() -> Router {
     let text = include_str!("../proxy.toml");
@@ -171,12 +175,63 @@ fn verify_per_scheme(c: &mut Criterion) {
     group.finish();
 }
 
+/// An answer as uvicorn (Gradio, Forge) writes it, read from the upstream and written to an
+/// HTTP/1.1 client: with its fields kept where they lie (the gateway's way for such answers), and
+/// through a header map and the response rules (its way for HTTP/2 clients and compression).
+fn answer_head(c: &mut Criterion) {
+    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ndate: Mon, 30 Nov 2026 10:00:00 GMT\r\n\
+        server: uvicorn\r\ncontent-length: 5437\r\ncontent-type: application/json\r\n\
+        x-content-type-options: nosniff\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\n\r\n";
+    let mut group = c.benchmark_group("answer head to an HTTP/1.1 client");
+    let mut out = Vec::with_capacity(1024);
+    group.bench_function("kept verbatim", |b| {
+        b.iter(|| {
+            let mut buf = BytesMut::from(black_box(HEAD));
+            let head = parse_response(&mut buf, &Method::GET)
+                .expect("valid")
+                .expect("whole");
+            out.clear();
+            let kept = head.parts.extensions.get::<Verbatim>();
+            assert!(kept.is_some());
+            black_box(encode_response(
+                &head.parts,
+                kept,
+                &Method::GET,
+                None,
+                false,
+                &mut out,
+            ));
+        })
+    });
+    group.bench_function("through a header map", |b| {
+        b.iter(|| {
+            let mut buf = BytesMut::from(black_box(HEAD));
+            let mut head = parse_response(&mut buf, &Method::GET)
+                .expect("valid")
+                .expect("whole");
+            settle(&mut head.parts.headers, &mut head.parts.extensions);
+            remove_hop_by_hop(&mut head.parts.headers);
+            single_length(&mut head.parts.headers);
+            out.clear();
+            black_box(encode_response(
+                &head.parts,
+                None,
+                &Method::GET,
+                None,
+                false,
+                &mut out,
+            ));
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     // Short runs: the whole file finishes in a few minutes on a small machine.
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = canonical_path_and_route, header_rewrite, auth_cache_hit, verify_per_scheme
+    targets = canonical_path_and_route, header_rewrite, answer_head, auth_cache_hit, verify_per_scheme
 }
 criterion_main!(benches);

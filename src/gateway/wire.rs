@@ -1,5 +1,6 @@
 //! A lean HTTP/1.1 codec for the requests that need nothing more: heads parsed with `httparse`
-//! straight into `http` types, heads written into one buffer, bodies framed by length or chunks.
+//! straight into `http` types (an answer no header rule changes keeps its fields where they lie,
+//! [`super::verbatim`]), heads written into one buffer, bodies framed by length or chunks.
 //!
 //! The gateway's hot path is body-less requests (pages, assets, API polls, event streams). hyper
 //! serves them correctly but spends more on its general machinery (a task and a channel per
