@@ -29,6 +29,14 @@ pub const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-
 pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Whether `name` (any case) is one of the hop-by-hop headers removed by name.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_LENGTHS & (1 << name.len().min(31)) != 0
+        && HOP_BY_HOP
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
+}
+
 /// Bits of the names in HOP_BY_HOP that need more than their own removal.
 const CONNECTION_BIT: u16 = 1 << 0;
 const TRANSFER_ENCODING_BIT: u16 = 1 << 3;
@@ -332,6 +340,25 @@ fn split_host_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_names_are_known_in_any_case_and_no_others() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name.as_str().as_bytes()), "{name}");
+            let upper = name.as_str().to_ascii_uppercase();
+            assert!(is_hop_by_hop(upper.as_bytes()), "{upper}");
+        }
+        for name in [
+            "tee",
+            "x-te",
+            "content-type",
+            "keep-alive-x",
+            "",
+            "connectio",
+        ] {
+            assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
+        }
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Extensions, StatusCode, Version};
 
+use super::headers;
 use super::wire::{digits, Span};
 
 /// The most fields an answer kept verbatim may have; one with more gets a map.
@@ -58,23 +59,19 @@ enum Kind {
     Ruled,
 }
 
-/// One comparison of lengths rules out most names before any bytes are compared.
+/// One comparison of lengths rules out most names before any bytes are compared. The other
+/// hop-by-hop names are those the header rules remove ([`headers::is_hop_by_hop`]).
 fn kind(name: &[u8]) -> Kind {
     let is = |text: &str| name.eq_ignore_ascii_case(text.as_bytes());
     match name.len() {
-        2 if is("te") => Kind::Ruled,
         4 if is("date") => Kind::Date,
-        7 if is("trailer") || is("upgrade") => Kind::Ruled,
         10 if is("connection") => Kind::Connection,
         10 if is("keep-alive") => Kind::KeepAlive,
         12 if is("content-type") => Kind::ContentType,
         // The gateway gives every answer its own request id.
         12 if is("x-request-id") => Kind::Ruled,
         14 if is("content-length") => Kind::ContentLength,
-        16 if is("proxy-connection") => Kind::Ruled,
-        17 if is("transfer-encoding") => Kind::Ruled,
-        18 if is("proxy-authenticate") => Kind::Ruled,
-        19 if is("proxy-authorization") => Kind::Ruled,
+        _ if headers::is_hop_by_hop(name) => Kind::Ruled,
         _ => Kind::Plain,
     }
 }
@@ -205,7 +202,6 @@ pub fn settle(headers: &mut HeaderMap, extensions: &mut Extensions) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::headers;
     use bytes::BytesMut;
     use http::Method;
 
