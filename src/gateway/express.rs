@@ -94,7 +94,11 @@ pub async fn serve<I>(
         let method = parts.method.clone();
         let req = Request::from_parts(parts, RequestBody::Empty);
         // Pinned where it is made: the exchange's future is large, and moving it costs.
-        let exchange = std::pin::pin!(gateway.clone().answer(conn, req));
+        let own = ConnInfo {
+            own_codec: true,
+            ..conn
+        };
+        let exchange = std::pin::pin!(gateway.clone().handle(own, req));
         let handled = watching(&mut io, &mut buf, exchange).await;
         let Some(resp) = handled else {
             // The client went away: like hyper, drop the exchange (and its upstream request).

@@ -38,14 +38,17 @@ impl UpstreamClient {
     }
 
     /// Sends `req` (prepared by [`prepare`]) to `upstream`, waiting at most `timeout` for the
-    /// response headers.
+    /// response headers. `keep_fields`: an answer no header rule changes may keep its fields
+    /// [`verbatim`].
     pub async fn send(
         &self,
         upstream: &Authority,
         req: Request<RequestBody>,
         timeout: Duration,
+        keep_fields: bool,
     ) -> Result<Response<PooledBody>, UpstreamError> {
-        match tokio::time::timeout(timeout, self.connections.send(upstream, req)).await {
+        let sent = self.connections.send(upstream, req, keep_fields);
+        match tokio::time::timeout(timeout, sent).await {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(Err(PoolError::Connect(e))) => Err(UpstreamError::Unreachable(describe(&e))),
             Ok(Err(PoolError::Exchange(e))) if client_body_failed(&*e) => {

@@ -19,7 +19,7 @@ use super::pages::{self, Audience, Problem};
 use super::path::canonicalize;
 use super::pool::RequestBody;
 use super::router::{is_public, RouteMatch};
-use super::{portal, programs, vast_portal, verbatim};
+use super::{portal, programs, vast_portal};
 use super::{Body, Gateway, Snapshot};
 use crate::config::Route;
 
@@ -29,6 +29,11 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// `"http"` or `"https"`.
     pub proto: &'static str,
+    /// The request is read, and its answer written, by the gateway's own HTTP/1.1 codec
+    /// ([`super::express`]), which writes an answer's fields kept [`super::verbatim`] itself:
+    /// its header map may hold only what the gateway added. Elsewhere (hyper's server) every
+    /// field is in the map.
+    pub own_codec: bool,
 }
 
 /// Seconds a browser waits before reloading an error page about an app that is down.
@@ -37,19 +42,6 @@ const RETRY_SECS: u32 = 5;
 impl Gateway {
     /// Serves one request; never fails (every problem becomes a response).
     pub async fn handle(
-        self: Arc<Self>,
-        conn: ConnInfo,
-        req: Request<RequestBody>,
-    ) -> Response<Body> {
-        let (mut parts, body) = self.answer(conn, req).await.into_parts();
-        verbatim::settle(&mut parts.headers, &mut parts.extensions);
-        Response::from_parts(parts, body)
-    }
-
-    /// [`Gateway::handle`] for a caller that writes fields kept [`verbatim`] itself: the
-    /// answer's header map may hold only what the gateway added, the upstream's fields being in
-    /// its extensions.
-    pub async fn answer(
         self: Arc<Self>,
         conn: ConnInfo,
         req: Request<RequestBody>,
@@ -300,6 +292,7 @@ impl Gateway {
                 &route.upstream,
                 Request::from_parts(parts, body),
                 route.response_timeout,
+                conn.own_codec,
             )
             .await
         {

@@ -98,15 +98,18 @@ pub struct Connections {
 
 impl Connections {
     /// Sends `req` (origin-form URI, Host set) to `authority` on a pooled or new connection.
+    /// `keep_fields`: a body-less request's answer may keep its fields verbatim
+    /// ([`wire::parse_response`]).
     pub async fn send(
         &self,
         authority: &Authority,
         req: Request<RequestBody>,
+        keep_fields: bool,
     ) -> Result<Response<PooledBody>, PoolError> {
         if matches!(req.body(), RequestBody::Empty)
             && !req.headers().contains_key(http::header::UPGRADE)
         {
-            return self.send_plain(authority, req).await;
+            return self.send_plain(authority, req, keep_fields).await;
         }
         // Boxed: its future is large and the hot path above should not carry (and copy) it.
         Box::pin(self.send_hyper(authority, req)).await
@@ -224,6 +227,7 @@ impl Connections {
         &self,
         authority: &Authority,
         req: Request<RequestBody>,
+        keep_fields: bool,
     ) -> Result<Response<PooledBody>, PoolError> {
         let (parts, _) = req.into_parts();
         let mut head = Vec::with_capacity(256 + 64 * parts.headers.len());
@@ -246,7 +250,7 @@ impl Connections {
                     read_size: READ_FIRST,
                 },
             };
-            match exchange(&mut conn, &head, &parts.method).await {
+            match exchange(&mut conn, &head, &parts.method, keep_fields).await {
                 Ok(resp) => {
                     let keep = resp.keep_alive.then(|| PlainCheckin {
                         authority: authority.clone(),
@@ -292,6 +296,7 @@ async fn exchange(
     conn: &mut RawConn,
     head: &[u8],
     method: &Method,
+    keep_fields: bool,
 ) -> Result<wire::ResponseHead, Exchange> {
     let mut written = 0;
     while written < head.len() {
@@ -306,7 +311,7 @@ async fn exchange(
     loop {
         if !conn.buf.is_empty() {
             if let Some(resp) =
-                wire::parse_response(&mut conn.buf, method).map_err(Exchange::Wire)?
+                wire::parse_response(&mut conn.buf, method, keep_fields).map_err(Exchange::Wire)?
             {
                 return Ok(resp);
             }

@@ -280,6 +280,7 @@ fn serve_connection(
             let conn = ConnInfo {
                 peer,
                 proto: "http",
+                own_codec: false,
             };
             return express::serve(gateway, watcher, stream, conn, header_timeout).await;
         };
@@ -291,6 +292,7 @@ fn serve_connection(
                 let conn = ConnInfo {
                     peer,
                     proto: "https",
+                    own_codec: false,
                 };
                 // HTTP/2 was agreed on in the handshake: hyper serves it.
                 if stream.get_ref().1.alpn_protocol() == Some(b"h2") {

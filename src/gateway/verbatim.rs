@@ -2,11 +2,12 @@
 //!
 //! Most answers need nothing of the gateway's header rules: no transfer coding, one plain length,
 //! at most `Connection: keep-alive` and `Keep-Alive` to drop, no event stream, no request id of
-//! the app's own. For those [`super::wire`] keeps the fields where they lie in the upstream's head
-//! ([`Verbatim`], carried in the response's extensions) instead of building a `HeaderMap` that
-//! would only be written out again: [`super::express`] writes them to an HTTP/1.1 client straight
-//! from there. Any other way a response leaves the gateway (hyper's server, HTTP/2, compression)
-//! first [`settle`]s them into the header map, to the same result the map would have had.
+//! the app's own. When the answer goes to the gateway's own HTTP/1.1 codec ([`super::express`]),
+//! [`super::wire`] keeps such fields where they lie in the upstream's head ([`Verbatim`], carried
+//! in the response's extensions) instead of building a `HeaderMap` that would only be written out
+//! again, and the codec writes them to the client straight from there. An answer that is to be
+//! compressed is first [`settle`]d into the header map, to the same result the map would have
+//! had. Answers that hyper's server writes (HTTP/2, a connection hyper took over) are never kept.
 //!
 //! The rules stay in one place: an answer that any of them would change is never kept verbatim
 //! ([`Verbatim::scan`] refuses it and the map is built as before). The map keeps whatever the
@@ -191,8 +192,8 @@ impl Verbatim {
     }
 }
 
-/// Moves fields kept verbatim into the header map (before what the map holds). Every response
-/// that leaves the gateway any other way than through [`super::express`] passes here.
+/// Moves fields kept verbatim into the header map (before what the map holds): for an answer
+/// that is to be compressed.
 pub fn settle(headers: &mut HeaderMap, extensions: &mut Extensions) {
     if let Some(kept) = extensions.remove::<Verbatim>() {
         *headers = kept.into_map(std::mem::take(headers));
@@ -209,7 +210,7 @@ mod tests {
     /// them: settled, and through the header rules.
     fn parsed(text: &str) -> (http::response::Parts, bool) {
         let mut buf = BytesMut::from(text);
-        let mut head = crate::gateway::wire::parse_response(&mut buf, &Method::GET)
+        let mut head = crate::gateway::wire::parse_response(&mut buf, &Method::GET, true)
             .expect("valid")
             .expect("complete");
         let kept = head.parts.extensions.get::<Verbatim>().is_some();
@@ -297,7 +298,7 @@ mod tests {
         let mut buf = BytesMut::from(
             "HTTP/1.1 200 OK\r\nDate: x\r\nConnection: close\r\nContent-Length: 12\r\n\r\nbody",
         );
-        let head = crate::gateway::wire::parse_response(&mut buf, &Method::GET)
+        let head = crate::gateway::wire::parse_response(&mut buf, &Method::GET, true)
             .unwrap()
             .unwrap();
         let kept = head.parts.extensions.get::<Verbatim>().unwrap();
@@ -316,7 +317,7 @@ mod tests {
     fn settling_puts_the_upstreams_fields_before_the_gateways() {
         let mut buf =
             BytesMut::from("HTTP/1.1 200 OK\r\nSet-Cookie: app=1\r\nContent-Length: 0\r\n\r\n");
-        let mut head = crate::gateway::wire::parse_response(&mut buf, &Method::GET)
+        let mut head = crate::gateway::wire::parse_response(&mut buf, &Method::GET, true)
             .unwrap()
             .unwrap();
         head.parts

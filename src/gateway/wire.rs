@@ -67,10 +67,13 @@ pub struct ResponseHead {
 
 /// Parses a response head at the start of `buf`, removing it from `buf` when complete.
 /// Informational answers (`100 Continue`, `103 Early Hints`) are skipped; a `101` is returned
-/// as it is. `Ok(None)`: the head is not complete yet.
+/// as it is. `Ok(None)`: the head is not complete yet. `keep_fields`: an answer no header rule
+/// changes keeps its fields where they lie ([`Verbatim`], in the extensions; the header map is
+/// left for what the gateway adds).
 pub fn parse_response(
     buf: &mut BytesMut,
     method: &Method,
+    keep_fields: bool,
 ) -> Result<Option<ResponseHead>, WireError> {
     loop {
         let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
@@ -104,7 +107,10 @@ pub fn parse_response(
         let mut parts = http::Response::new(()).into_parts().0;
         parts.status = status;
         parts.version = version;
-        if let Some(kept) = Verbatim::scan(&head, spans.as_slice(), status, version) {
+        let kept = keep_fields
+            .then(|| Verbatim::scan(&head, spans.as_slice(), status, version))
+            .flatten();
+        if let Some(kept) = kept {
             let framing = match kept.length {
                 _ if *method == Method::HEAD => Framing::Empty,
                 Some(n) => Framing::Length(n),
@@ -763,7 +769,7 @@ mod tests {
     }
 
     fn parse(text: &str, method: Method) -> Result<Option<ResponseHead>, WireError> {
-        parse_response(&mut BytesMut::from(text), &method)
+        parse_response(&mut BytesMut::from(text), &method, true)
     }
 
     fn decode_all(framing: Framing, input: &[&[u8]]) -> Result<(Vec<u8>, bool), WireError> {
@@ -865,14 +871,17 @@ mod tests {
             "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\
              HTTP/1.1 200 OK\r\nX-Thing: v\r\nContent-Length: 2\r\n\r\nhi",
         );
-        let mut r = parse_response(&mut buf, &Method::GET).unwrap().unwrap();
+        let r = parse_response(&mut buf, &Method::GET, false)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.parts.status, StatusCode::OK);
-        super::super::verbatim::settle(&mut r.parts.headers, &mut r.parts.extensions);
         assert_eq!(r.parts.headers["x-thing"], "v");
         assert!(!r.parts.headers.contains_key("link"));
         assert_eq!(&buf[..], b"hi");
         let mut buf = BytesMut::from("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n");
-        let r = parse_response(&mut buf, &Method::GET).unwrap().unwrap();
+        let r = parse_response(&mut buf, &Method::GET, true)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.parts.status, StatusCode::SWITCHING_PROTOCOLS);
     }
 
