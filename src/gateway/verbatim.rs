@@ -14,11 +14,11 @@
 //! gateway adds itself (the request id, a login's cookie); those come after the upstream's fields.
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName};
 use http::{Extensions, StatusCode, Version};
 
 use super::headers;
-use super::wire::{digits, Span};
+use super::wire::{self, digits, Span};
 
 /// The most fields an answer kept verbatim may have; one with more gets a map.
 const MOST: usize = 24;
@@ -164,21 +164,18 @@ impl Verbatim {
 
     /// The fields as a header map, followed by those of `after`.
     fn into_map(self, after: HeaderMap) -> HeaderMap {
-        let mut map = HeaderMap::with_capacity(self.count + after.len());
-        for f in &self.fields[..self.count] {
-            let name = &self.head[f.name.0 as usize..f.name.1 as usize];
-            let value = self.head.slice(f.value.0 as usize..f.value.1 as usize);
-            // Both were checked by the parser against the same rules `http` has.
-            match (
-                super::wire::header_name(name),
-                HeaderValue::from_maybe_shared(value),
-            ) {
-                (Ok(name), Ok(value)) => {
-                    map.append(name, value);
-                }
-                _ => tracing::debug!("a field the parser took is not a valid header; dropped"),
+        let spans = self.fields[..self.count].iter().map(|f| Span {
+            name: (f.name.0 as usize, f.name.1 as usize),
+            value: (f.value.0 as usize, f.value.1 as usize),
+        });
+        // Names and values were checked by the parser against the rules `http` has.
+        let mut map = match wire::header_map(&self.head, spans, after.len()) {
+            Ok(map) => map,
+            Err(e) => {
+                tracing::warn!(error = %e, "an answer's kept fields do not make a header map; only the gateway's own are left");
+                HeaderMap::with_capacity(after.len())
             }
-        }
+        };
         let mut last: Option<HeaderName> = None;
         for (name, value) in after {
             if let Some(name) = name {
@@ -204,6 +201,7 @@ pub fn settle(headers: &mut HeaderMap, extensions: &mut Extensions) {
 mod tests {
     use super::*;
     use bytes::BytesMut;
+    use http::header::HeaderValue;
     use http::Method;
 
     /// Parses `text` as an upstream's answer and returns its parts as the client would get

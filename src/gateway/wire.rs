@@ -127,7 +127,7 @@ pub fn parse_response(
             }));
         }
         // The gateway adds a request id to an answer.
-        let headers = header_map(&head, spans.as_slice(), 1)?;
+        let headers = header_map(&head, spans.as_slice().iter().copied(), 1)?;
 
         let connection = http::header::CONNECTION;
         let mut keep_alive = !has_token(&headers, &connection, "close")
@@ -243,7 +243,8 @@ pub fn parse_request(buf: &mut BytesMut) -> ClientHead {
     let head = buf.split_to(len).freeze();
     let uri = http::Uri::from_maybe_shared(head.slice(target_at..target_at + target_len));
     // Forwarding headers and a request id go onto a request.
-    let (Ok(uri), Ok(headers)) = (uri, header_map(&head, spans.as_slice(), 8)) else {
+    let (Ok(uri), Ok(headers)) = (uri, header_map(&head, spans.as_slice().iter().copied(), 8))
+    else {
         // Put the head back: hyper answers it.
         let mut back = BytesMut::from(&head[..]);
         back.extend_from_slice(buf);
@@ -307,7 +308,11 @@ impl Spans {
 
 /// The header map of a head, its values sharing the head's memory.
 /// `room`: headers the gateway will add, so that the map need not grow for them.
-fn header_map(head: &Bytes, spans: &[Span], room: usize) -> Result<HeaderMap, WireError> {
+pub(super) fn header_map(
+    head: &Bytes,
+    spans: impl ExactSizeIterator<Item = Span>,
+    room: usize,
+) -> Result<HeaderMap, WireError> {
     let mut headers = HeaderMap::with_capacity(spans.len() + room);
     for span in spans {
         let name = header_name(&head[span.name.0..span.name.1])
@@ -356,7 +361,7 @@ fn may_be_common(bytes: &[u8]) -> bool {
 
 /// A header name as `HeaderName::from_bytes` makes it, without its allocation for the common
 /// names it does not know.
-pub(super) fn header_name(bytes: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+fn header_name(bytes: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
     if may_be_common(bytes) {
         let common = COMMON_NAMES.iter().find(|(text, _)| {
             text.len() == bytes.len() && text.as_bytes().eq_ignore_ascii_case(bytes)
