@@ -26,17 +26,20 @@ const LENIENT_B64: GeneralPurpose = GeneralPurpose::new(
 /// stray `{:?}` in a log line cannot leak it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BasicCredentials {
-    user: String,
-    password: Vec<u8>,
+    /// `user:password` in one allocation, the user UTF-8 (checked when made).
+    pair: Vec<u8>,
+    /// Where the user name ends.
+    colon: usize,
 }
 
 impl BasicCredentials {
     /// Credentials from code (tests, the start-up user).
     pub fn new(user: impl Into<String>, password: impl Into<Vec<u8>>) -> BasicCredentials {
-        BasicCredentials {
-            user: user.into(),
-            password: password.into(),
-        }
+        let mut pair = user.into().into_bytes();
+        let colon = pair.len();
+        pair.push(b':');
+        pair.extend_from_slice(&password.into());
+        BasicCredentials { pair, colon }
     }
 
     /// Reads an `Authorization` header value. `None` for anything that is not well-formed Basic
@@ -54,34 +57,32 @@ impl BasicCredentials {
         if token.is_empty() || token.len() > 4 * (MAX_USER_LEN + MAX_PASSWORD_LEN + 1) / 3 + 4 {
             return None;
         }
-        let decoded = LENIENT_B64.decode(token).ok()?;
-        let colon = decoded.iter().position(|b| *b == b':')?;
-        let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
+        let pair = LENIENT_B64.decode(token).ok()?;
+        let colon = pair.iter().position(|b| *b == b':')?;
+        let (user, password) = (&pair[..colon], &pair[colon + 1..]);
         if user.is_empty() || user.len() > MAX_USER_LEN || password.len() > MAX_PASSWORD_LEN {
             return None;
         }
-        let user = std::str::from_utf8(user).ok()?.to_owned();
-        Some(BasicCredentials {
-            user,
-            password: password.to_vec(),
-        })
+        std::str::from_utf8(user).ok()?;
+        Some(BasicCredentials { pair, colon })
     }
 
     /// The user name.
     pub fn user(&self) -> &str {
-        &self.user
+        // Checked to be UTF-8 when made.
+        std::str::from_utf8(&self.pair[..self.colon]).unwrap_or_default()
     }
 
     /// The password bytes.
     pub fn password(&self) -> &[u8] {
-        &self.password
+        &self.pair[self.colon + 1..]
     }
 }
 
 impl fmt::Debug for BasicCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BasicCredentials")
-            .field("user", &self.user)
+            .field("user", &self.user())
             .field("password", &"<redacted>")
             .finish()
     }
@@ -110,6 +111,9 @@ mod tests {
         let c = BasicCredentials::from_header(&basic(b"alice:pa:ss word")).unwrap();
         assert_eq!(c.user(), "alice");
         assert_eq!(c.password(), b"pa:ss word");
+        assert_eq!(c, BasicCredentials::new("alice", "pa:ss word"));
+        let made = BasicCredentials::new("bob", "");
+        assert_eq!((made.user(), made.password()), ("bob", &b""[..]));
     }
 
     #[test]

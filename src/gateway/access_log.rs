@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::Method;
+use http::{HeaderValue, Method};
 use http_body::{Body, Frame, SizeHint};
 use serde::Serialize;
 
@@ -263,23 +263,41 @@ impl RequestIds {
         }
     }
 
-    /// 16 hex digits (more after 2^32 requests): the process's random prefix and a counter.
-    pub fn next(&self) -> String {
+    /// 16 hex digits (more after 2^32 requests): the process's random prefix and a counter. The
+    /// value lives in one allocation that its clones (the upstream's request, the answer, the
+    /// log) share.
+    pub fn next(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let digits = (64 - n.leading_zeros()).div_ceil(4).max(8);
-        let mut id = String::with_capacity(8 + digits as usize);
-        push_hex(&mut id, u64::from(self.prefix), 8);
-        push_hex(&mut id, n, digits);
-        id
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(8) as usize;
+        let mut id = IdText {
+            text: [0; 24],
+            len: 8 + digits,
+        };
+        write_hex(&mut id.text[..8], u64::from(self.prefix));
+        write_hex(&mut id.text[8..8 + digits], n);
+        HeaderValue::from_maybe_shared(Bytes::from_owner(id))
+            .unwrap_or(HeaderValue::from_static("-"))
     }
 }
 
-/// Appends the low `digits` hex digits of `value` (what `{:0digits$x}` writes, without the
-/// formatter).
-fn push_hex(out: &mut String, value: u64, digits: u32) {
-    for i in (0..digits).rev() {
-        let nibble = (value >> (4 * i)) & 0xf;
-        out.push(char::from(b"0123456789abcdef"[nibble as usize]));
+/// One request id's text, held inline.
+struct IdText {
+    text: [u8; 24],
+    len: usize,
+}
+
+impl AsRef<[u8]> for IdText {
+    fn as_ref(&self) -> &[u8] {
+        &self.text[..self.len]
+    }
+}
+
+/// Writes the low hex digits of `value` that fill `out` (what `{:0width$x}` writes, without
+/// the formatter).
+fn write_hex(out: &mut [u8], mut value: u64) {
+    for digit in out.iter_mut().rev() {
+        *digit = b"0123456789abcdef"[(value & 0xf) as usize];
+        value >>= 4;
     }
 }
 
@@ -298,15 +316,20 @@ mod tests {
     fn request_ids_are_what_the_formatter_would_write() {
         let ids = RequestIds::new();
         let first = ids.next();
-        assert_eq!(first, format!("{:08x}{:08x}", ids.prefix, 1));
+        assert_eq!(first, format!("{:08x}{:08x}", ids.prefix, 1).as_str());
         ids.next.store(0xf_ffff_ffff, Ordering::Relaxed);
         assert_eq!(
             ids.next(),
-            format!("{:08x}{:08x}", ids.prefix, 0xf_ffff_ffffu64)
+            format!("{:08x}{:08x}", ids.prefix, 0xf_ffff_ffffu64).as_str()
         );
         assert_eq!(
             ids.next(),
-            format!("{:08x}{:08x}", ids.prefix, 0x10_0000_0000u64)
+            format!("{:08x}{:08x}", ids.prefix, 0x10_0000_0000u64).as_str()
+        );
+        ids.next.store(u64::MAX, Ordering::Relaxed);
+        assert_eq!(
+            ids.next(),
+            format!("{:08x}{:016x}", ids.prefix, u64::MAX).as_str()
         );
     }
 

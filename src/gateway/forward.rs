@@ -15,8 +15,9 @@ use http_body_util::BodyExt;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::compress::{self, Compressed, Encoding};
-use super::headers::{self, Hop, X_FORWARDED_PREFIX, X_REQUEST_ID};
+use super::headers::{self, Hop};
 use super::pool::{Connections, PoolError, PooledBody, RequestBody};
+use super::rewrite::{Rewrite, Slot};
 use super::verbatim::{self, Verbatim};
 use super::{Body, BoxError};
 use crate::config::{GatewayConfig, Route};
@@ -37,17 +38,18 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends `req` (prepared by [`prepare`]) to `upstream`, waiting at most `timeout` for the
-    /// response headers. `keep_fields`: an answer no header rule changes may keep its fields
-    /// [`verbatim`].
+    /// Sends `req` (prepared by [`prepare`], its fields as `plan` rewrites them) to `upstream`,
+    /// waiting at most `timeout` for the response headers. `keep_fields`: an answer no header
+    /// rule changes may keep its fields [`verbatim`].
     pub async fn send(
         &self,
         upstream: &Authority,
         req: Request<RequestBody>,
+        plan: &Rewrite,
         timeout: Duration,
         keep_fields: bool,
     ) -> Result<Response<PooledBody>, UpstreamError> {
-        let sent = self.connections.send(upstream, req, keep_fields);
+        let sent = self.connections.send(upstream, req, plan, keep_fields);
         match tokio::time::timeout(timeout, sent).await {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(Err(PoolError::Connect(e))) => Err(UpstreamError::Unreachable(describe(&e))),
@@ -109,11 +111,15 @@ pub struct Outgoing<'a> {
     pub websocket: bool,
 }
 
-/// Turns the client's request head into the upstream's, in place: origin-form URI, HTTP/1.1,
-/// Host as the client sent it (the upstream's address if it sent none), forwarding headers, no
-/// hop-by-hop headers, one `Content-Length` and one `Cookie` at most. (The Vast cookie is taken
-/// out of the one `Cookie` later, by the gatekeeper's scrub.)
-pub fn prepare(parts: &mut http::request::Parts, out: &Outgoing<'_>) -> Result<(), StatusCode> {
+/// Turns the client's request head into the upstream's: origin-form URI and HTTP/1.1 in place,
+/// and the header rules as a [`Rewrite`] of the client's fields: Host as the client sent it (the
+/// upstream's address if it sent none), forwarding headers, no hop-by-hop headers, one
+/// `Content-Length` and one `Cookie` at most. (The gatekeeper's scrub adds its part to the plan:
+/// the credentials the gateway consumed go.)
+pub fn prepare(
+    parts: &mut http::request::Parts,
+    out: &Outgoing<'_>,
+) -> Result<Rewrite, StatusCode> {
     // Most requests go on as they came (canonical, no prefix stripped, query untouched): their
     // origin-form URI is kept rather than built and parsed again.
     let unchanged = parts.uri.scheme().is_none()
@@ -129,38 +135,37 @@ pub fn prepare(parts: &mut http::request::Parts, out: &Outgoing<'_>) -> Result<(
     }
     parts.version = Version::HTTP_11;
 
-    let h = &mut parts.headers;
-    headers::remove_hop_by_hop(h);
-    headers::single_length(h);
-    headers::join_cookies(h);
+    let h = &parts.headers;
+    let mut plan = Rewrite::new(h);
+    headers::request_length(h, &mut plan);
+    headers::join_cookies(h, &mut plan);
     // HTTP/2 has no Host header: rebuild it from `:authority`, or the client library would put
     // the upstream's own address there and Gradio would hand the browser unreachable URLs.
-    match out.hop.host {
-        Some(host) => h.insert(header::HOST, host.clone()),
-        None => h.insert(
-            header::HOST,
-            HeaderValue::from_str(out.route.upstream.as_str())
-                .map_err(|_| StatusCode::BAD_GATEWAY)?,
-        ),
+    let host = match out.hop.host {
+        Some(host) => host.clone(),
+        None => HeaderValue::from_str(out.route.upstream.as_str())
+            .map_err(|_| StatusCode::BAD_GATEWAY)?,
     };
-    headers::set_forwarded(h, &out.hop);
+    plan.give(Slot::Host, host);
+    headers::set_forwarded(h, &out.hop, &mut plan);
     if out.route.strip_prefix {
         let prefix = out.route.prefix.trim_end_matches('/');
-        if let Ok(v) = HeaderValue::from_str(prefix) {
-            h.insert(X_FORWARDED_PREFIX, v);
+        match HeaderValue::from_str(prefix) {
+            Ok(v) => plan.give(Slot::ForwardedPrefix, v),
+            Err(_) => plan.remove(Slot::ForwardedPrefix),
         }
     } else if !out.hop.trusted {
-        h.remove(X_FORWARDED_PREFIX);
+        plan.remove(Slot::ForwardedPrefix);
     }
-    h.insert(X_REQUEST_ID, out.request_id.clone());
+    plan.give(Slot::RequestId, out.request_id.clone());
     if out.route.drop_accept_encoding {
-        h.remove(header::ACCEPT_ENCODING);
+        plan.remove(Slot::AcceptEncoding);
     }
     if out.websocket {
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        plan.give(Slot::Connection, HeaderValue::from_static("upgrade"));
+        plan.give(Slot::Upgrade, HeaderValue::from_static("websocket"));
     }
-    Ok(())
+    Ok(plan)
 }
 
 /// The host the client addressed: its Host header, or HTTP/2's `:authority`.
@@ -304,6 +309,7 @@ fn _assert_body(b: Body) -> impl HttpBody<Data = Bytes, Error = BoxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::rewrite::carried_out;
     use std::net::IpAddr;
 
     fn route(strip: bool, drop_ae: bool) -> Route {
@@ -361,7 +367,8 @@ mod tests {
             request_id: &HeaderValue::from_static("abc"),
             websocket: false,
         };
-        prepare(&mut p, &out).unwrap();
+        let plan = prepare(&mut p, &out).unwrap();
+        p.headers = carried_out(&p.headers, plan);
         assert_eq!(p.uri, "/api/x?a=1");
         assert_eq!(p.headers["host"], "box.example:8000");
         assert_eq!(p.headers["x-forwarded-host"], "box.example:8000");
@@ -455,7 +462,8 @@ mod tests {
             request_id: &HeaderValue::from_static("id"),
             websocket: true,
         };
-        prepare(&mut req, &out).unwrap();
+        let plan = prepare(&mut req, &out).unwrap();
+        req.headers = carried_out(&req.headers, plan);
         assert_eq!(req.version, Version::HTTP_11);
         assert_eq!(req.headers["host"], "box.example:8443");
         assert_eq!(req.headers["connection"], "upgrade");

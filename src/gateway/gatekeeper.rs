@@ -10,10 +10,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::pages::{self, Audience, Problem};
+use super::rewrite::{Rewrite, Slot};
 use super::Body;
 use crate::auth::{
     is_browser_navigation, remove_user_file, strip_token_query, upsert_user_file, AuthSettings,
@@ -26,8 +27,6 @@ const WATCH_PERIOD: Duration = Duration::from_secs(1);
 /// The password `env_credentials` falls back to, which must never go unnoticed.
 const DEFAULT_USER: &str = "admin";
 const DEFAULT_PASSWORD: &str = "admin";
-
-pub const X_FORWARDED_USER: HeaderName = HeaderName::from_static("x-forwarded-user");
 
 /// The authentication state of one configuration.
 pub struct Gatekeeper {
@@ -284,31 +283,37 @@ impl Gatekeeper {
         self.default_password && route.sensitive && !allow_default_password
     }
 
-    /// Removes from the upstream's headers the credentials the gateway consumed, and any
-    /// client-sent identity look-alike; then names the authenticated user.
-    pub fn scrub(&self, headers: &mut HeaderMap, route: &Route, user: Option<&str>) {
+    /// Takes out of the upstream's request (`plan`) the credentials the gateway consumed, and
+    /// names the authenticated user. (A client's own `X-Forwarded-User` and its look-alikes
+    /// never pass: [`Rewrite::new`].)
+    pub fn scrub(
+        &self,
+        headers: &HeaderMap,
+        plan: &mut Rewrite,
+        route: &Route,
+        user: Option<&str>,
+    ) {
         // `keep_authorization` keeps the upstream's own credentials, never the gateway's token.
         let our_bearer = self
             .vast
             .as_ref()
-            .is_some_and(|v| v.check_bearer(headers.get(header::AUTHORIZATION)));
+            .is_some_and(|v| v.check_bearer(plan.first(headers, Slot::Authorization)));
         if self.mode == AuthMode::Basic && (!route.keep_authorization || our_bearer) {
-            headers.remove(header::AUTHORIZATION);
+            plan.remove(Slot::Authorization);
         }
         if let Some(vast) = &self.vast {
-            let cookies: Vec<HeaderValue> = headers
-                .get_all(header::COOKIE)
-                .iter()
-                .filter_map(|c| vast.strip_cookie(c))
-                .collect();
-            headers.remove(header::COOKIE);
-            for c in cookies {
-                headers.append(header::COOKIE, c);
+            // The cookies as the rules left them: joined into one field, or the client's one.
+            let cookie = match plan.given(Slot::Cookie) {
+                Some(joined) => Some(joined.clone()),
+                None => plan.first(headers, Slot::Cookie).cloned(),
+            };
+            match cookie.and_then(|c| vast.strip_cookie(&c)) {
+                Some(kept) => plan.give(Slot::Cookie, kept),
+                None => plan.remove(Slot::Cookie),
             }
         }
-        remove_user_lookalikes(headers);
         if let Some(v) = user.and_then(|u| HeaderValue::from_str(u).ok()) {
-            headers.insert(X_FORWARDED_USER, v);
+            plan.give(Slot::ForwardedUser, v);
         }
     }
 }
@@ -332,25 +337,6 @@ fn apply_env_user(path: &std::path::Path, user: &str, password: &str) -> std::io
     }
     upsert_user_file(path, user, password, DEFAULT_BCRYPT_COST)?;
     std::fs::write(&marker, format!("{user}\n"))
-}
-
-/// Drops `X-Forwarded-User` and its spellings with `_` or `.` (some servers map them all to the
-/// same variable), so no client can name itself.
-pub fn remove_user_lookalikes(headers: &mut HeaderMap) {
-    let lookalikes: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            let n = name.as_str();
-            n.len() == 16
-                && n.bytes()
-                    .zip(b"x-forwarded-user".iter())
-                    .all(|(a, b)| a == *b || (*b == b'-' && (a == b'_' || a == b'.')))
-        })
-        .cloned()
-        .collect();
-    for name in lookalikes {
-        headers.remove(name);
-    }
 }
 
 fn unauthorized(audience: Audience) -> Response<Body> {
@@ -389,26 +375,6 @@ fn warn_default_password(allowed: bool) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn user_lookalikes_are_all_removed() {
-        let mut h = HeaderMap::new();
-        for name in [
-            "x-forwarded-user",
-            "x_forwarded_user",
-            "x.forwarded.user",
-            "x-forwarded_user",
-        ] {
-            h.insert(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_static("root"),
-            );
-        }
-        h.insert("x-forwarded-users", HeaderValue::from_static("kept"));
-        remove_user_lookalikes(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-forwarded-users"));
-    }
-
     fn with_vast_token(mode: AuthMode) -> Gatekeeper {
         Gatekeeper {
             mode,
@@ -433,7 +399,9 @@ mod tests {
         let scrubbed = |value: &'static str| {
             let mut h = HeaderMap::new();
             h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
-            g.scrub(&mut h, &keep, None);
+            let mut plan = Rewrite::new(&h);
+            g.scrub(&h, &mut plan, &keep, None);
+            plan.apply(&mut h);
             h.get(header::AUTHORIZATION).cloned()
         };
         assert_eq!(scrubbed("Bearer secret-token"), None);

@@ -55,8 +55,7 @@ impl Gateway {
             .flatten()
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.to_str().is_ok())
             .cloned()
-            .or_else(|| HeaderValue::try_from(self.ids.next()).ok())
-            .unwrap_or(HeaderValue::from_static("-"));
+            .unwrap_or_else(|| self.ids.next());
         let mut record = Record {
             // Formatting the time costs on every request; only a written line needs it.
             time: if self.log.enabled() {
@@ -279,18 +278,20 @@ impl Gateway {
             request_id,
             websocket,
         };
-        if let Err(status) = forward::prepare(&mut parts, &outgoing) {
-            return pages::empty(status);
-        }
+        let mut plan = match forward::prepare(&mut parts, &outgoing) {
+            Ok(plan) => plan,
+            Err(status) => return pages::empty(status),
+        };
         snapshot
             .gatekeeper
-            .scrub(&mut parts.headers, route, user.as_deref());
+            .scrub(&parts.headers, &mut plan, route, user.as_deref());
 
         let upstream_resp = match self
             .upstreams
             .send(
                 &route.upstream,
                 Request::from_parts(parts, body),
+                &plan,
                 route.response_timeout,
                 conn.own_codec,
             )

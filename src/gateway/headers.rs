@@ -1,8 +1,11 @@
 //! Header rules of a reverse proxy, as small pure functions over [`HeaderMap`].
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::rewrite::{Rewrite, Slot};
 
 /// Headers that describe one hop and never cross the proxy (RFC 9110 §7.6.1), besides whatever
 /// the `Connection` header names. `Keep-Alive` and the non-standard `Proxy-Connection` are
@@ -68,16 +71,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
     if present & CONNECTION_BIT != 0 {
         // `Connection` is there: the headers it lists go too; the named ones go below anyway.
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("upgrade"))
-            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-            .collect();
-        for name in listed {
+        for name in connection_listed(headers) {
             headers.remove(name);
         }
     }
@@ -88,12 +82,40 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The names a message's `Connection` lists (other than `keep-alive` and `upgrade`): hop-by-hop
+/// fields of this connection alone. Nothing is allocated when there are none.
+pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("upgrade"))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .collect()
+}
+
 /// Writes a `Content-Length` given as a list (`5, 5`) or on several lines as the one number
 /// they agree on (RFC 9110 §8.6 lets a recipient take it so): HTTP/2 clients refuse the stream
 /// otherwise, and strict HTTP/1.1 servers the request. Lengths that disagree go: a message with
 /// a body and such lengths was refused by its framing already, so only one without a body by
 /// rule (HEAD, 204, 304) gets here with them.
 pub fn single_length(headers: &mut HeaderMap) {
+    match length_rewrite(headers) {
+        None => {}
+        Some(Some(n)) => {
+            headers.insert(header::CONTENT_LENGTH, n);
+        }
+        Some(None) => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+    }
+}
+
+/// [`single_length`]'s decision: `None` to leave the lengths as they are, else the one length
+/// to write instead (`Some(None)`: none).
+fn length_rewrite(headers: &HeaderMap) -> Option<Option<HeaderValue>> {
     let list = |v: &HeaderValue| v.as_bytes().contains(&b',');
     // With no name twice (the usual case, told without a lookup) only a list needs rewriting.
     let rewrite = if headers.len() == headers.keys_len() {
@@ -106,29 +128,35 @@ pub fn single_length(headers: &mut HeaderMap) {
             (Some(_), Some(_)) => true,
         }
     };
-    if !rewrite {
-        return;
+    rewrite.then(|| super::wire::content_length(headers).map(HeaderValue::from))
+}
+
+/// [`single_length`] for a request on its way upstream.
+pub fn request_length(headers: &HeaderMap, plan: &mut Rewrite) {
+    if plan.has(Slot::TransferEncoding) || !plan.has(Slot::ContentLength) {
+        return; // the length goes, or there is none
     }
-    match super::wire::content_length(headers) {
-        Some(n) => headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n)),
-        None => headers.remove(header::CONTENT_LENGTH),
-    };
+    match length_rewrite(headers) {
+        None => {}
+        Some(Some(n)) => plan.give(Slot::ContentLength, n),
+        Some(None) => plan.remove(Slot::ContentLength),
+    }
 }
 
 /// Joins several `Cookie` fields into one, `; ` between them (RFC 9113 §8.2.3): HTTP/2 clients
 /// may send each cookie as a field of its own, and an HTTP/1.1 app reads one (Starlette only the
 /// first, so Gradio would lose the rest).
-pub fn join_cookies(headers: &mut HeaderMap) {
+pub fn join_cookies(headers: &HeaderMap, plan: &mut Rewrite) {
     // No name twice (the usual case, told without a lookup): nothing to join.
     if headers.len() == headers.keys_len() {
         return;
     }
-    let mut fields = headers.get_all(header::COOKIE).iter();
+    let mut fields = plan.client(headers, Slot::Cookie);
     if fields.next().is_none() || fields.next().is_none() {
         return;
     }
     let mut joined = Vec::new();
-    for field in headers.get_all(header::COOKIE) {
+    for field in plan.client(headers, Slot::Cookie) {
         if !joined.is_empty() {
             joined.extend_from_slice(b"; ");
         }
@@ -136,7 +164,7 @@ pub fn join_cookies(headers: &mut HeaderMap) {
     }
     // Each part was a valid value; so is their join.
     if let Ok(value) = HeaderValue::from_bytes(&joined) {
-        headers.insert(header::COOKIE, value);
+        plan.give(Slot::Cookie, value);
     }
 }
 
@@ -195,63 +223,74 @@ pub fn client_addr(headers: &HeaderMap, peer: IpAddr, trusted: bool) -> IpAddr {
     if !trusted {
         return peer;
     }
-    headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
+    last_forwarded_for(headers.get_all(&X_FORWARDED_FOR).iter()).unwrap_or(peer)
+}
+
+fn last_forwarded_for<'h>(
+    fields: impl DoubleEndedIterator<Item = &'h HeaderValue>,
+) -> Option<IpAddr> {
+    fields
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .next_back()
         // Only the last entry was added by the trusted proxy; an unreadable one is not a reason
         // to believe the entries before it, which the client wrote.
         .and_then(|s| s.trim().parse::<IpAddr>().ok())
-        .unwrap_or(peer)
 }
 
 /// Sets X-Forwarded-For/Proto/Host and X-Real-IP for the upstream. From an untrusted peer every
 /// incoming value is replaced; from a trusted one, For is appended to and Proto/Host pass through.
-pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
+pub fn set_forwarded(headers: &HeaderMap, hop: &Hop<'_>, plan: &mut Rewrite) {
     let peer = ip_value(hop.peer);
-    let previous_for = hop
-        .trusted
-        .then(|| join_values(headers, &X_FORWARDED_FOR))
-        .flatten();
-    let real_ip = client_addr(headers, hop.peer, hop.trusted);
-    let real_ip = if real_ip == hop.peer {
-        peer.clone()
+    let (previous_for, real_ip) = if hop.trusted {
+        let fields = || plan.client(headers, Slot::ForwardedFor);
+        let values: Vec<&str> = fields().filter_map(|v| v.to_str().ok()).collect();
+        let real_ip = match last_forwarded_for(fields()) {
+            Some(ip) if ip != hop.peer => ip_value(ip),
+            _ => peer.clone(),
+        };
+        ((!values.is_empty()).then(|| values.join(", ")), real_ip)
     } else {
-        ip_value(real_ip)
+        (None, peer.clone())
     };
-    match previous_for {
-        Some(prev) => {
-            let xff = format!("{prev}, {}", hop.peer);
-            insert_str(headers, X_FORWARDED_FOR, &xff);
-        }
-        None => {
-            headers.insert(X_FORWARDED_FOR, peer);
-        }
+    match previous_for.and_then(|prev| HeaderValue::from_str(&format!("{prev}, {}", hop.peer)).ok())
+    {
+        Some(xff) => plan.give(Slot::ForwardedFor, xff),
+        None => plan.give(Slot::ForwardedFor, peer),
     }
-    headers.insert(X_REAL_IP, real_ip);
+    plan.give(Slot::RealIp, real_ip);
 
-    let keep_proto = hop.trusted && headers.contains_key(&X_FORWARDED_PROTO);
-    if !keep_proto {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.proto));
+    if !(hop.trusted && plan.has(Slot::ForwardedProto)) {
+        plan.give(Slot::ForwardedProto, HeaderValue::from_static(hop.proto));
     }
-    let keep_host = hop.trusted && headers.contains_key(&X_FORWARDED_HOST);
-    if !keep_host {
+    if !(hop.trusted && plan.has(Slot::ForwardedHost)) {
         match hop.host {
-            Some(host) => {
-                headers.insert(X_FORWARDED_HOST, host.clone());
-            }
-            None => {
-                headers.remove(X_FORWARDED_HOST);
-            }
+            Some(host) => plan.give(Slot::ForwardedHost, host.clone()),
+            None => plan.remove(Slot::ForwardedHost),
         }
     }
 }
 
+/// An address as a header value. Each worker thread keeps the last one it wrote: a client's
+/// requests come one after another, and a clone shares the text where writing it anew costs an
+/// allocation.
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((seen, value)) if *seen == ip => value.clone(),
+        _ => {
+            let value = write_ip(ip);
+            *last = Some((ip, value.clone()));
+            value
+        }
+    })
+}
+
 /// An address as a header value; IPv4 written by hand (the formatter costs more than the rest
 /// of the header rewrite).
-pub fn ip_value(ip: IpAddr) -> HeaderValue {
+fn write_ip(ip: IpAddr) -> HeaderValue {
     let IpAddr::V4(v4) = ip else {
         return HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static(""));
     };
@@ -274,21 +313,6 @@ pub fn ip_value(ip: IpAddr) -> HeaderValue {
         len += 1;
     }
     HeaderValue::from_bytes(&text[..len]).unwrap_or(HeaderValue::from_static(""))
-}
-
-fn join_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
-    let values: Vec<&str> = headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.join(", "))
-}
-
-fn insert_str(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(name, v);
-    }
 }
 
 /// Whether a browser's WebSocket handshake comes from a page of this same origin (or one the route
@@ -340,6 +364,7 @@ fn split_host_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::rewrite::carried_out;
 
     #[test]
     fn hop_by_hop_names_are_known_in_any_case_and_no_others() {
@@ -398,19 +423,23 @@ mod tests {
 
     #[test]
     fn cookie_fields_are_joined_into_one_and_a_single_one_is_left_alone() {
-        let mut split = map(&[
+        let split = map(&[
             ("cookie", "a=1"),
             ("x-between", "x"),
             ("cookie", "b=two"),
             ("cookie", "c=3"),
         ]);
-        join_cookies(&mut split);
+        let joined = |h: &HeaderMap| {
+            let mut plan = Rewrite::new(h);
+            join_cookies(h, &mut plan);
+            carried_out(h, plan)
+        };
+        let split = joined(&split);
         assert_eq!(values(&split, "cookie"), ["a=1; b=two; c=3"]);
         assert_eq!(split.len(), 2);
 
-        let mut one = map(&[("cookie", "a=1; b=2")]);
-        join_cookies(&mut one);
-        assert_eq!(values(&one, "cookie"), ["a=1; b=2"]);
+        let one = map(&[("cookie", "a=1; b=2")]);
+        assert_eq!(values(&joined(&one), "cookie"), ["a=1; b=2"]);
     }
 
     #[test]
@@ -490,6 +519,17 @@ mod tests {
             let addr: IpAddr = ip.parse().unwrap();
             assert_eq!(ip_value(addr), ip);
         }
+        // The thread's last address is reused only for that address.
+        let (a, b): (IpAddr, IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "192.0.2.10".parse().unwrap());
+        for (addr, text) in [
+            (a, "192.0.2.1"),
+            (a, "192.0.2.1"),
+            (b, "192.0.2.10"),
+            (a, "192.0.2.1"),
+        ] {
+            assert_eq!(ip_value(addr), text);
+        }
     }
 
     #[test]
@@ -533,10 +573,16 @@ mod tests {
         assert_eq!(upgrade_request(&map(&[])), UpgradeRequest::None);
     }
 
+    fn forwarded(h: &HeaderMap, hop: &Hop<'_>) -> HeaderMap {
+        let mut plan = Rewrite::new(h);
+        set_forwarded(h, hop, &mut plan);
+        carried_out(h, plan)
+    }
+
     #[test]
     fn untrusted_peer_cannot_spoof_forwarded_headers() {
         let host = HeaderValue::from_static("box.example:8000");
-        let mut h = map(&[
+        let h = map(&[
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "evil.example"),
@@ -548,7 +594,7 @@ mod tests {
             proto: "http",
             host: Some(&host),
         };
-        set_forwarded(&mut h, &hop);
+        let h = forwarded(&h, &hop);
         assert_eq!(h["x-forwarded-for"], "203.0.113.9");
         assert_eq!(h["x-real-ip"], "203.0.113.9");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -558,7 +604,7 @@ mod tests {
     #[test]
     fn trusted_peer_is_appended_and_its_proto_kept() {
         let host = HeaderValue::from_static("box.example:8000");
-        let mut h = map(&[
+        let h = map(&[
             ("x-forwarded-for", "198.51.100.7"),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "public.example"),
@@ -569,7 +615,7 @@ mod tests {
             proto: "http",
             host: Some(&host),
         };
-        set_forwarded(&mut h, &hop);
+        let h = forwarded(&h, &hop);
         assert_eq!(h["x-forwarded-for"], "198.51.100.7, 127.0.0.1");
         assert_eq!(h["x-real-ip"], "198.51.100.7");
         assert_eq!(h["x-forwarded-proto"], "https");

@@ -18,6 +18,7 @@ pub mod path;
 pub mod pool;
 pub mod portal;
 pub mod programs;
+pub mod rewrite;
 pub mod router;
 pub mod server;
 pub mod tls;

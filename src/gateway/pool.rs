@@ -30,6 +30,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::gather::Gather;
+use super::rewrite::Rewrite;
 use super::wire::{self, Decoder, Step, WireError};
 use super::BoxError;
 
@@ -97,20 +98,20 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// Sends `req` (origin-form URI, Host set) to `authority` on a pooled or new connection.
-    /// `keep_fields`: a body-less request's answer may keep its fields verbatim
-    /// ([`wire::parse_response`]).
+    /// Sends `req` (origin-form URI) to `authority` on a pooled or new connection, its fields as
+    /// `plan` rewrites them. `keep_fields`: a body-less request's answer may keep its fields
+    /// verbatim ([`wire::parse_response`]).
     pub async fn send(
         &self,
         authority: &Authority,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
+        plan: &Rewrite,
         keep_fields: bool,
     ) -> Result<Response<PooledBody>, PoolError> {
-        if matches!(req.body(), RequestBody::Empty)
-            && !req.headers().contains_key(http::header::UPGRADE)
-        {
-            return self.send_plain(authority, req, keep_fields).await;
+        if matches!(req.body(), RequestBody::Empty) && !plan.upgrades() {
+            return self.send_plain(authority, req, plan, keep_fields).await;
         }
+        plan.apply(req.headers_mut());
         // Boxed: its future is large and the hot path above should not carry (and copy) it.
         Box::pin(self.send_hyper(authority, req)).await
     }
@@ -227,11 +228,12 @@ impl Connections {
         &self,
         authority: &Authority,
         req: Request<RequestBody>,
+        plan: &Rewrite,
         keep_fields: bool,
     ) -> Result<Response<PooledBody>, PoolError> {
         let (parts, _) = req.into_parts();
-        let mut head = Vec::with_capacity(256 + 64 * parts.headers.len());
-        wire::encode_request(&parts, &mut head);
+        let mut head = Vec::with_capacity(512 + 64 * parts.headers.len());
+        wire::encode_request(&parts, plan, &mut head);
         let idempotent = parts.method.is_idempotent();
         let mut fresh_only = false;
         loop {

@@ -19,6 +19,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
 use super::headers::has_token;
+use super::rewrite::Rewrite;
 use super::verbatim::Verbatim;
 
 /// The most header lines a head may have (hyper's limit too).
@@ -410,25 +411,20 @@ pub(super) fn digits(text: &[u8]) -> Option<u64> {
     })
 }
 
-/// Appends a request head (origin-form target, HTTP/1.1) to `out`.
-pub fn encode_request(parts: &http::request::Parts, out: &mut Vec<u8>) {
+/// Appends a request head (origin-form target, HTTP/1.1, the fields as `plan` rewrites them)
+/// to `out`.
+pub fn encode_request(parts: &http::request::Parts, plan: &Rewrite, out: &mut Vec<u8>) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    encode_headers(&parts.headers, out);
+    plan.write(&parts.headers, out);
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends `name: value` lines.
-pub fn encode_headers(headers: &HeaderMap, out: &mut Vec<u8>) {
-    for (name, value) in headers {
-        header_line(name, value, out);
-    }
-}
-
-fn header_line(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
+/// Appends a `name: value` line.
+pub(super) fn header_line(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
     out.extend_from_slice(name.as_str().as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value.as_bytes());
@@ -751,6 +747,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::rewrite::Slot;
 
     #[test]
     fn common_names_are_the_names_from_bytes_makes() {
@@ -1093,12 +1090,17 @@ mod tests {
             .unwrap();
         req.headers_mut()
             .append("x-forwarded-for", HeaderValue::from_static("5.6.7.8"));
+        req.headers_mut()
+            .append("connection", HeaderValue::from_static("keep-alive"));
         let mut out = Vec::new();
-        encode_request(&req.into_parts().0, &mut out);
+        let parts = req.into_parts().0;
+        let mut plan = Rewrite::new(&parts.headers);
+        plan.give(Slot::RequestId, HeaderValue::from_static("r1"));
+        encode_request(&parts, &plan, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /a/b?c=d HTTP/1.1\r\nhost: box:8000\r\nx-forwarded-for: 1.2.3.4\r\n\
-             x-forwarded-for: 5.6.7.8\r\n\r\n"
+             x-forwarded-for: 5.6.7.8\r\nx-request-id: r1\r\n\r\n"
         );
     }
 }
