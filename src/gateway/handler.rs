@@ -19,6 +19,7 @@ use super::pages::{self, Audience, Problem};
 use super::path::canonicalize;
 use super::pool::RequestBody;
 use super::router::{is_public, RouteMatch};
+use super::verbatim::Verbatim;
 use super::{portal, programs, vast_portal};
 use super::{Body, Gateway, Snapshot};
 use crate::config::Route;
@@ -83,7 +84,12 @@ impl Gateway {
         let mut resp = self
             .proxy(&snapshot, conn, trusted, req, &request_id, &mut record)
             .await;
-        resp.headers_mut().insert(X_REQUEST_ID, request_id);
+        match resp.extensions_mut().get_mut::<Verbatim>() {
+            Some(kept) => kept.request_id = Some(request_id),
+            None => {
+                resp.headers_mut().insert(X_REQUEST_ID, request_id);
+            }
+        }
         record.status = resp.status().as_u16();
         self.metrics
             .count_request(record.route.as_deref(), record.status);

@@ -5,19 +5,20 @@
 //! the app's own. When the answer goes to the gateway's own HTTP/1.1 codec ([`super::express`]),
 //! [`super::wire`] keeps such fields where they lie in the upstream's head ([`Verbatim`], carried
 //! in the response's extensions) instead of building a `HeaderMap` that would only be written out
-//! again, and the codec writes them to the client straight from there. An answer that is to be
-//! compressed is first [`settle`]d into the header map, to the same result the map would have
-//! had. Answers that hyper's server writes (HTTP/2, a connection hyper took over) are never kept.
+//! again, and the codec writes them to the client straight from there, with the gateway's request
+//! id. An answer that is to be compressed is first [`settle`]d into the header map, to the same
+//! result the map would have had. Answers that hyper's server writes (HTTP/2, a connection hyper
+//! took over) are never kept.
 //!
 //! The rules stay in one place: an answer that any of them would change is never kept verbatim
-//! ([`Verbatim::scan`] refuses it and the map is built as before). The map keeps whatever the
-//! gateway adds itself (the request id, a login's cookie); those come after the upstream's fields.
+//! ([`Verbatim::scan`] refuses it and the map is built as before). The map keeps whatever else
+//! the gateway adds (a login's cookie); those come after the upstream's fields.
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Extensions, StatusCode, Version};
 
-use super::headers;
+use super::headers::{self, X_REQUEST_ID};
 use super::wire::{self, digits, Span};
 
 /// The most fields an answer kept verbatim may have; one with more gets a map.
@@ -43,6 +44,9 @@ pub struct Verbatim {
     pub close: bool,
     /// There is a `Date` field among them.
     pub dated: bool,
+    /// The gateway's request id for the answer, written after the fields: an answer kept
+    /// verbatim needs no header map for it.
+    pub request_id: Option<HeaderValue>,
 }
 
 /// What a field's name means to the scan.
@@ -103,6 +107,7 @@ impl Verbatim {
             length: None,
             close: false,
             dated: false,
+            request_id: None,
         };
         for span in spans {
             let value = &head[span.value.0..span.value.1];
@@ -152,13 +157,16 @@ impl Verbatim {
         })
     }
 
-    /// Appends the fields as `name: value` lines.
+    /// Appends the fields as `name: value` lines, the request id last.
     pub fn write(&self, out: &mut Vec<u8>) {
         for (name, value) in self.fields() {
             out.extend_from_slice(name);
             out.extend_from_slice(b": ");
             out.extend_from_slice(value);
             out.extend_from_slice(b"\r\n");
+        }
+        if let Some(id) = &self.request_id {
+            wire::header_line(&X_REQUEST_ID, id, out);
         }
     }
 
@@ -169,13 +177,16 @@ impl Verbatim {
             value: (f.value.0 as usize, f.value.1 as usize),
         });
         // Names and values were checked by the parser against the rules `http` has.
-        let mut map = match wire::header_map(&self.head, spans, after.len()) {
+        let mut map = match wire::header_map(&self.head, spans, after.len() + 1) {
             Ok(map) => map,
             Err(e) => {
                 tracing::warn!(error = %e, "an answer's kept fields do not make a header map; only the gateway's own are left");
                 HeaderMap::with_capacity(after.len())
             }
         };
+        if let Some(id) = self.request_id {
+            map.insert(X_REQUEST_ID, id);
+        }
         let mut last: Option<HeaderName> = None;
         for (name, value) in after {
             if let Some(name) = name {
@@ -296,10 +307,10 @@ mod tests {
         let mut buf = BytesMut::from(
             "HTTP/1.1 200 OK\r\nDate: x\r\nConnection: close\r\nContent-Length: 12\r\n\r\nbody",
         );
-        let head = crate::gateway::wire::parse_response(&mut buf, &Method::GET, true)
+        let mut head = crate::gateway::wire::parse_response(&mut buf, &Method::GET, true)
             .unwrap()
             .unwrap();
-        let kept = head.parts.extensions.get::<Verbatim>().unwrap();
+        let kept = head.parts.extensions.get_mut::<Verbatim>().unwrap();
         assert_eq!(
             (kept.length, kept.dated, kept.close),
             (Some(12), true, true)
@@ -309,6 +320,15 @@ mod tests {
         let mut out = Vec::new();
         kept.write(&mut out);
         assert_eq!(out, b"Date: x\r\nContent-Length: 12\r\n");
+        // The gateway's request id is written after the app's fields, and settles with them.
+        kept.request_id = Some(HeaderValue::from_static("7"));
+        out.clear();
+        kept.write(&mut out);
+        assert_eq!(out, b"Date: x\r\nContent-Length: 12\r\nx-request-id: 7\r\n");
+        settle(&mut head.parts.headers, &mut head.parts.extensions);
+        let names: Vec<_> = head.parts.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["date", "content-length", "x-request-id"]);
+        assert_eq!(head.parts.headers["x-request-id"], "7");
     }
 
     #[test]
