@@ -85,15 +85,22 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// The names a message's `Connection` lists (other than `keep-alive` and `upgrade`): hop-by-hop
 /// fields of this connection alone. Nothing is allocated when there are none.
 pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("upgrade"))
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-        .collect()
+    let mut listed = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if token.is_empty()
+                || token.eq_ignore_ascii_case(b"keep-alive")
+                || token.eq_ignore_ascii_case(b"upgrade")
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token) {
+                listed.push(name);
+            }
+        }
+    }
+    listed
 }
 
 /// Writes a `Content-Length` given as a list (`5, 5`) or on several lines as the one number

@@ -92,9 +92,9 @@ impl Slot {
         1 << self as u32
     }
 
-    /// The slot of a field name as a header map holds it (lower case).
-    fn of(name: &str) -> Option<Slot> {
-        Some(match name {
+    /// The slot of a field name.
+    fn of(name: &HeaderName) -> Option<Slot> {
+        Some(match name.as_str() {
             "connection" => Slot::Connection,
             "te" => Slot::Te,
             "trailer" => Slot::Trailer,
@@ -135,6 +135,8 @@ pub fn is_user_lookalike(name: &str) -> bool {
 pub struct Rewrite {
     /// Slots the client sent fields of (bits), but for those its `Connection` names.
     present: u32,
+    /// The client sent an `X-Forwarded-User` look-alike.
+    lookalikes: bool,
     /// Slots whose client fields go (bits).
     gone: u32,
     /// Slots in `given` (bits).
@@ -153,9 +155,11 @@ impl Rewrite {
     pub fn new(headers: &HeaderMap) -> Rewrite {
         // One pass over the names tells which slots the rules need to look up at all.
         let mut present = 0;
+        let mut lookalikes = false;
         for name in headers.keys() {
-            if let Some(slot) = Slot::of(name.as_str()) {
-                present |= slot.bit();
+            match Slot::of(name) {
+                Some(slot) => present |= slot.bit(),
+                None => lookalikes |= is_user_lookalike(name.as_str()),
             }
         }
         let listed = if present & Slot::Connection.bit() != 0 {
@@ -164,12 +168,13 @@ impl Rewrite {
             Vec::new()
         };
         for name in &listed {
-            if let Some(slot) = Slot::of(name.as_str()) {
+            if let Some(slot) = Slot::of(name) {
                 present &= !slot.bit();
             }
         }
         let mut plan = Rewrite {
             present,
+            lookalikes,
             gone: HOP_BY_HOP | Slot::ForwardedUser.bit(),
             giving: 0,
             listed,
@@ -248,7 +253,7 @@ impl Rewrite {
 
     /// Whether the client's field named `name` is passed on.
     fn keeps(&self, name: &HeaderName) -> bool {
-        let passes = match Slot::of(name.as_str()) {
+        let passes = match Slot::of(name) {
             Some(slot) => self.gone & slot.bit() == 0,
             None => !is_user_lookalike(name.as_str()),
         };
@@ -278,26 +283,12 @@ impl Rewrite {
         }
     }
 
-    /// Carries the plan out on the map itself.
+    /// Carries the plan out on the map itself: the map it was made from.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        // One pass over the names notes which slots are there; only those are removed.
-        let mut present = 0u32;
-        let mut lookalikes = false;
-        for name in headers.keys() {
-            match Slot::of(name.as_str()) {
-                Some(slot) => present |= slot.bit(),
-                None => lookalikes |= is_user_lookalike(name.as_str()),
-            }
-        }
-        for (i, name) in NAMES.iter().enumerate() {
-            if present & self.gone & (1 << i) != 0 {
-                headers.remove(name);
-            }
-        }
         for name in &self.listed {
             headers.remove(name);
         }
-        if lookalikes {
+        if self.lookalikes {
             let going: Vec<HeaderName> = headers
                 .keys()
                 .filter(|name| is_user_lookalike(name.as_str()))
@@ -307,8 +298,15 @@ impl Rewrite {
                 headers.remove(name);
             }
         }
+        // What the gateway gives replaces the client's fields of its name in place.
         for (slot, value) in &self.given {
-            headers.append(slot.name().clone(), value.clone());
+            headers.insert(slot.name().clone(), value.clone());
+        }
+        let going = self.present & self.gone & !self.giving;
+        for (i, name) in NAMES.iter().enumerate() {
+            if going & (1 << i) != 0 {
+                headers.remove(name);
+            }
         }
     }
 }
@@ -357,12 +355,26 @@ mod tests {
     #[test]
     fn every_slot_is_known_by_its_own_name_and_no_other() {
         for (i, name) in NAMES.iter().enumerate() {
-            let slot = Slot::of(name.as_str()).unwrap();
+            let slot = Slot::of(name).unwrap();
             assert_eq!(slot as usize, i);
             assert_eq!(slot.name(), name);
         }
-        for other in ["hosts", "x-forwarded-users", "cookie2", "accept", ""] {
-            assert_eq!(Slot::of(other), None, "{other}");
+        for other in [
+            "hosts",
+            "x-forwarded-users",
+            "cookie2",
+            "accept",
+            "",
+            "tf",
+            "hose",
+            "trailed",
+            "x-forwarded-hxst",
+            "x-forwarded-usex",
+            "x_forwarded_user",
+            "proxy-connectiox",
+        ] {
+            let name = HeaderName::from_bytes(other.as_bytes());
+            assert_eq!(name.ok().and_then(|n| Slot::of(&n)), None, "{other}");
         }
         // The hop-by-hop slots are the header rules' hop-by-hop names.
         for (i, name) in NAMES.iter().enumerate() {
@@ -473,7 +485,7 @@ mod tests {
             let mut plan = Rewrite::new(&h);
             let mut expect_given = Vec::new();
             for _ in 0..next(5) {
-                let slot = Slot::of(NAMES[next(SLOTS)].as_str()).unwrap();
+                let slot = Slot::of(&NAMES[next(SLOTS)]).unwrap();
                 if next(2) == 0 {
                     plan.remove(slot);
                     expect_given.retain(|(s, _)| *s != slot);
@@ -486,7 +498,7 @@ mod tests {
             }
             let gone: Vec<Slot> = NAMES
                 .iter()
-                .filter_map(|n| Slot::of(n.as_str()))
+                .filter_map(Slot::of)
                 .filter(|s| plan.gone & s.bit() != 0)
                 .collect();
             let listed = plan.listed.clone();
@@ -496,7 +508,7 @@ mod tests {
                 assert_eq!(values, [value], "{h:?}");
             }
             for name in h.keys() {
-                let slot = Slot::of(name.as_str());
+                let slot = Slot::of(name);
                 let given = expect_given.iter().any(|(s, _)| Some(*s) == slot);
                 let dropped = slot.is_some_and(|s| gone.contains(&s))
                     || listed.contains(name)
