@@ -9,20 +9,12 @@ use super::rewrite::{Rewrite, Slot};
 
 /// Headers that describe one hop and never cross the proxy (RFC 9110 §7.6.1), besides whatever
 /// the `Connection` header names. `Keep-Alive` and the non-standard `Proxy-Connection` are
-/// hop-by-hop too.
-static HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-];
+/// hop-by-hop too. They are the request rules' first slots ([`Slot`]), in the same order.
+fn hop_by_hop() -> &'static [HeaderName] {
+    super::rewrite::hop_by_hop_names()
+}
 
-/// The lengths of the names in HOP_BY_HOP, as bits.
+/// The lengths of the hop-by-hop names, as bits.
 const HOP_LENGTHS: u32 = 1 << 2 | 1 << 7 | 1 << 10 | 1 << 16 | 1 << 17 | 1 << 18 | 1 << 19;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -35,12 +27,12 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Whether `name` (any case) is one of the hop-by-hop headers removed by name.
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_LENGTHS & (1 << name.len().min(31)) != 0
-        && HOP_BY_HOP
+        && hop_by_hop()
             .iter()
             .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
 }
 
-/// Bits of the names in HOP_BY_HOP that need more than their own removal.
+/// Bits of the hop-by-hop names that need more than their own removal.
 const CONNECTION_BIT: u16 = 1 << 0;
 const TRANSFER_ENCODING_BIT: u16 = 1 << 3;
 
@@ -48,7 +40,7 @@ const TRANSFER_ENCODING_BIT: u16 = 1 << 3;
 /// `Content-Length` that came beside a `Transfer-Encoding`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none, or only `Connection: keep-alive`: one pass over the names notes
-    // which are there (bits in HOP_BY_HOP's order), and only those are removed. Nothing is
+    // which are there (bits in their order), and only those are removed. Nothing is
     // allocated for `Connection: keep-alive`.
     let mut present = 0u16;
     for name in headers.keys() {
@@ -56,7 +48,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         if HOP_LENGTHS & (1 << name.as_str().len().min(31)) == 0 {
             continue;
         }
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = hop_by_hop().iter().position(|h| h == name) {
             present |= 1 << i;
         }
     }
@@ -75,7 +67,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+    for (i, name) in hop_by_hop().iter().enumerate() {
         if present & (1 << i) != 0 {
             headers.remove(name);
         }
@@ -375,7 +367,7 @@ mod tests {
 
     #[test]
     fn hop_by_hop_names_are_known_in_any_case_and_no_others() {
-        for name in &HOP_BY_HOP {
+        for name in hop_by_hop() {
             assert!(is_hop_by_hop(name.as_str().as_bytes()), "{name}");
             let upper = name.as_str().to_ascii_uppercase();
             assert!(is_hop_by_hop(upper.as_bytes()), "{upper}");
@@ -452,11 +444,11 @@ mod tests {
     #[test]
     fn the_bits_name_the_headers_they_stand_for() {
         assert_eq!(
-            HOP_BY_HOP[CONNECTION_BIT.trailing_zeros() as usize],
+            hop_by_hop()[CONNECTION_BIT.trailing_zeros() as usize],
             header::CONNECTION
         );
         assert_eq!(
-            HOP_BY_HOP[TRANSFER_ENCODING_BIT.trailing_zeros() as usize],
+            hop_by_hop()[TRANSFER_ENCODING_BIT.trailing_zeros() as usize],
             header::TRANSFER_ENCODING
         );
     }
@@ -482,7 +474,7 @@ mod tests {
 
     #[test]
     fn every_hop_by_hop_name_has_its_length_in_the_quick_check() {
-        for name in &HOP_BY_HOP {
+        for name in hop_by_hop() {
             let len = name.as_str().len();
             assert!(len < 31 && HOP_LENGTHS & (1 << len) != 0, "{name}");
         }

@@ -55,8 +55,11 @@ const SLOTS: usize = Slot::ForwardedUser as usize + 1;
 /// Fields the gateway gives most requests: Host, four forwarding fields, the request id, the user.
 const GIVEN: usize = 8;
 
+/// How many slots are hop-by-hop: the first ones.
+const HOPS: usize = Slot::ProxyConnection as usize + 1;
+
 /// The hop-by-hop slots, as bits.
-const HOP_BY_HOP: u32 = (1 << (Slot::ProxyConnection as u32 + 1)) - 1;
+const HOP_BY_HOP: u32 = (1 << HOPS) - 1;
 
 /// Each slot's name, in [`Slot`]'s order.
 static NAMES: [HeaderName; SLOTS] = [
@@ -82,6 +85,11 @@ static NAMES: [HeaderName; SLOTS] = [
     X_REQUEST_ID,
     X_FORWARDED_USER,
 ];
+
+/// The hop-by-hop names, which the response rules remove too.
+pub(super) fn hop_by_hop_names() -> &'static [HeaderName] {
+    &NAMES[..HOPS]
+}
 
 impl Slot {
     pub fn name(self) -> &'static HeaderName {
