@@ -243,8 +243,8 @@ pub fn parse_request(buf: &mut BytesMut) -> ClientHead {
     let spans = Spans::of(buf, req.headers);
     let head = buf.split_to(len).freeze();
     let uri = http::Uri::from_maybe_shared(head.slice(target_at..target_at + target_len));
-    // Forwarding headers and a request id go onto a request.
-    let (Ok(uri), Ok(headers)) = (uri, header_map(&head, spans.as_slice().iter().copied(), 8))
+    // No room for more: the gateway's own fields are written beside the map (`Rewrite`).
+    let (Ok(uri), Ok(headers)) = (uri, header_map(&head, spans.as_slice().iter().copied(), 0))
     else {
         // Put the head back: hyper answers it.
         let mut back = BytesMut::from(&head[..]);
