@@ -240,7 +240,7 @@ fn last_forwarded_for<'h>(
 /// Sets X-Forwarded-For/Proto/Host and X-Real-IP for the upstream. From an untrusted peer every
 /// incoming value is replaced; from a trusted one, For is appended to and Proto/Host pass through.
 pub fn set_forwarded(headers: &HeaderMap, hop: &Hop<'_>, plan: &mut Rewrite) {
-    let peer = ip_value(hop.peer);
+    let peer = peer_value(hop.peer);
     let (previous_for, real_ip) = if hop.trusted {
         let fields = || plan.client(headers, Slot::ForwardedFor);
         let values: Vec<&str> = fields().filter_map(|v| v.to_str().ok()).collect();
@@ -270,17 +270,18 @@ pub fn set_forwarded(headers: &HeaderMap, hop: &Hop<'_>, plan: &mut Rewrite) {
     }
 }
 
-/// An address as a header value. Each worker thread keeps the last one it wrote: a client's
-/// requests come one after another, and a clone shares the text where writing it anew costs an
-/// allocation.
-pub fn ip_value(ip: IpAddr) -> HeaderValue {
+/// A connection's peer address as a header value. Each worker thread keeps the last one it
+/// wrote: a peer's requests come one after another (behind a trusted proxy, all of them), and a
+/// clone shares the text where writing it anew costs an allocation. Other addresses are written
+/// with [`ip_value`], so that they do not take the peer's place.
+pub fn peer_value(ip: IpAddr) -> HeaderValue {
     thread_local! {
         static LAST: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
     }
     LAST.with_borrow_mut(|last| match last {
         Some((seen, value)) if *seen == ip => value.clone(),
         _ => {
-            let value = write_ip(ip);
+            let value = ip_value(ip);
             *last = Some((ip, value.clone()));
             value
         }
@@ -289,7 +290,7 @@ pub fn ip_value(ip: IpAddr) -> HeaderValue {
 
 /// An address as a header value; IPv4 written by hand (the formatter costs more than the rest
 /// of the header rewrite).
-fn write_ip(ip: IpAddr) -> HeaderValue {
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
     let IpAddr::V4(v4) = ip else {
         return HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static(""));
     };
@@ -518,7 +519,7 @@ mod tests {
             let addr: IpAddr = ip.parse().unwrap();
             assert_eq!(ip_value(addr), ip);
         }
-        // The thread's last address is reused only for that address.
+        // The thread's last peer is reused only for that address.
         let (a, b): (IpAddr, IpAddr) =
             ("192.0.2.1".parse().unwrap(), "192.0.2.10".parse().unwrap());
         for (addr, text) in [
@@ -527,7 +528,7 @@ mod tests {
             (b, "192.0.2.10"),
             (a, "192.0.2.1"),
         ] {
-            assert_eq!(ip_value(addr), text);
+            assert_eq!(peer_value(addr), text);
         }
     }
 
