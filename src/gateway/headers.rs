@@ -1,4 +1,5 @@
-//! Header rules of a reverse proxy, as small pure functions over [`HeaderMap`].
+//! Header rules of a reverse proxy, as small functions: over an answer's [`HeaderMap`], or
+//! reading a request's map and recording what they decide in its [`Rewrite`] plan.
 
 use std::cell::RefCell;
 use std::net::IpAddr;
