@@ -6,14 +6,7 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::rewrite::{Rewrite, Slot};
-
-/// Headers that describe one hop and never cross the proxy (RFC 9110 §7.6.1), besides whatever
-/// the `Connection` header names. `Keep-Alive` and the non-standard `Proxy-Connection` are
-/// hop-by-hop too. They are the request rules' first slots ([`Slot`]), in the same order.
-fn hop_by_hop() -> &'static [HeaderName] {
-    super::rewrite::hop_by_hop_names()
-}
+use super::rewrite::{hop_by_hop_names, Rewrite, Slot};
 
 /// The lengths of the hop-by-hop names, as bits.
 const HOP_LENGTHS: u32 = 1 << 2 | 1 << 7 | 1 << 10 | 1 << 16 | 1 << 17 | 1 << 18 | 1 << 19;
@@ -28,7 +21,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Whether `name` (any case) is one of the hop-by-hop headers removed by name.
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_LENGTHS & (1 << name.len().min(31)) != 0
-        && hop_by_hop()
+        && hop_by_hop_names()
             .iter()
             .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
 }
@@ -49,7 +42,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         if HOP_LENGTHS & (1 << name.as_str().len().min(31)) == 0 {
             continue;
         }
-        if let Some(i) = hop_by_hop().iter().position(|h| h == name) {
+        if let Some(i) = hop_by_hop_names().iter().position(|h| h == name) {
             present |= 1 << i;
         }
     }
@@ -68,7 +61,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for (i, name) in hop_by_hop().iter().enumerate() {
+    for (i, name) in hop_by_hop_names().iter().enumerate() {
         if present & (1 << i) != 0 {
             headers.remove(name);
         }
@@ -223,14 +216,13 @@ pub fn client_addr(headers: &HeaderMap, peer: IpAddr, trusted: bool) -> IpAddr {
     if !trusted {
         return peer;
     }
-    last_forwarded_for(headers.get_all(&X_FORWARDED_FOR).iter()).unwrap_or(peer)
+    let values = headers.get_all(&X_FORWARDED_FOR).iter();
+    last_forwarded_for(values.filter_map(|v| v.to_str().ok())).unwrap_or(peer)
 }
 
-fn last_forwarded_for<'h>(
-    fields: impl DoubleEndedIterator<Item = &'h HeaderValue>,
-) -> Option<IpAddr> {
-    fields
-        .filter_map(|v| v.to_str().ok())
+/// The last address of X-Forwarded-For fields (as text).
+fn last_forwarded_for<'h>(values: impl DoubleEndedIterator<Item = &'h str>) -> Option<IpAddr> {
+    values
         .flat_map(|v| v.split(','))
         .next_back()
         // Only the last entry was added by the trusted proxy; an unreadable one is not a reason
@@ -242,23 +234,21 @@ fn last_forwarded_for<'h>(
 /// incoming value is replaced; from a trusted one, For is appended to and Proto/Host pass through.
 pub fn set_forwarded(headers: &HeaderMap, hop: &Hop<'_>, plan: &mut Rewrite) {
     let peer = peer_value(hop.peer);
-    let (previous_for, real_ip) = if hop.trusted {
-        let fields = || plan.client(headers, Slot::ForwardedFor);
-        let values: Vec<&str> = fields().filter_map(|v| v.to_str().ok()).collect();
-        let real_ip = match last_forwarded_for(fields()) {
-            Some(ip) if ip != hop.peer => ip_value(ip),
-            _ => peer.clone(),
-        };
-        ((!values.is_empty()).then(|| values.join(", ")), real_ip)
-    } else {
-        (None, peer.clone())
-    };
-    match previous_for.and_then(|prev| HeaderValue::from_str(&format!("{prev}, {}", hop.peer)).ok())
-    {
-        Some(xff) => plan.give(Slot::ForwardedFor, xff),
-        None => plan.give(Slot::ForwardedFor, peer),
+    let (mut xff, mut real_ip) = (None, None);
+    if hop.trusted {
+        let values: Vec<&str> = plan
+            .client(headers, Slot::ForwardedFor)
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if !values.is_empty() {
+            real_ip = last_forwarded_for(values.iter().copied())
+                .filter(|ip| *ip != hop.peer)
+                .map(ip_value);
+            xff = HeaderValue::from_str(&format!("{}, {}", values.join(", "), hop.peer)).ok();
+        }
     }
-    plan.give(Slot::RealIp, real_ip);
+    plan.give(Slot::ForwardedFor, xff.unwrap_or_else(|| peer.clone()));
+    plan.give(Slot::RealIp, real_ip.unwrap_or(peer));
 
     if !(hop.trusted && plan.has(Slot::ForwardedProto)) {
         plan.give(Slot::ForwardedProto, HeaderValue::from_static(hop.proto));
@@ -369,7 +359,7 @@ mod tests {
 
     #[test]
     fn hop_by_hop_names_are_known_in_any_case_and_no_others() {
-        for name in hop_by_hop() {
+        for name in hop_by_hop_names() {
             assert!(is_hop_by_hop(name.as_str().as_bytes()), "{name}");
             let upper = name.as_str().to_ascii_uppercase();
             assert!(is_hop_by_hop(upper.as_bytes()), "{upper}");
@@ -446,11 +436,11 @@ mod tests {
     #[test]
     fn the_bits_name_the_headers_they_stand_for() {
         assert_eq!(
-            hop_by_hop()[CONNECTION_BIT.trailing_zeros() as usize],
+            hop_by_hop_names()[CONNECTION_BIT.trailing_zeros() as usize],
             header::CONNECTION
         );
         assert_eq!(
-            hop_by_hop()[TRANSFER_ENCODING_BIT.trailing_zeros() as usize],
+            hop_by_hop_names()[TRANSFER_ENCODING_BIT.trailing_zeros() as usize],
             header::TRANSFER_ENCODING
         );
     }
@@ -476,7 +466,7 @@ mod tests {
 
     #[test]
     fn every_hop_by_hop_name_has_its_length_in_the_quick_check() {
-        for name in hop_by_hop() {
+        for name in hop_by_hop_names() {
             let len = name.as_str().len();
             assert!(len < 31 && HOP_LENGTHS & (1 << len) != 0, "{name}");
         }

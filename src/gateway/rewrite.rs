@@ -86,7 +86,9 @@ static NAMES: [HeaderName; SLOTS] = [
     X_FORWARDED_USER,
 ];
 
-/// The hop-by-hop names, which the response rules remove too.
+/// The hop-by-hop names (RFC 9110 §7.6.1, with `Keep-Alive` and the non-standard
+/// `Proxy-Connection`), besides whatever `Connection` names: the first slots, in their order.
+/// The response rules remove them too.
 pub(super) fn hop_by_hop_names() -> &'static [HeaderName] {
     &NAMES[..HOPS]
 }
