@@ -160,10 +160,7 @@ impl Verbatim {
     /// Appends the fields as `name: value` lines, the request id last.
     pub fn write(&self, out: &mut Vec<u8>) {
         for (name, value) in self.fields() {
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
+            wire::field_line(name, value, out);
         }
         if let Some(id) = &self.request_id {
             wire::header_line(&X_REQUEST_ID, id, out);

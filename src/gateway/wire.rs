@@ -425,9 +425,15 @@ pub fn encode_request(parts: &http::request::Parts, plan: &Rewrite, out: &mut Ve
 
 /// Appends a `name: value` line.
 pub(super) fn header_line(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
-    out.extend_from_slice(name.as_str().as_bytes());
+    field_line(name.as_str().as_bytes(), value.as_bytes(), out);
+}
+
+/// Appends a `name: value` line from a field's bytes.
+#[inline]
+pub(super) fn field_line(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(name);
     out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
