@@ -22,7 +22,6 @@ use vastgate::gateway::headers::{remove_hop_by_hop, set_forwarded, single_length
 use vastgate::gateway::path::canonicalize;
 use vastgate::gateway::rewrite::Rewrite;
 use vastgate::gateway::router::Router;
-use vastgate::gateway::verbatim::Verbatim;
 use vastgate::gateway::wire::{encode_response, parse_response};
 
 fn shipped_router() -> Router {
@@ -204,7 +203,7 @@ fn answer_head(c: &mut Criterion) {
                 .expect("valid")
                 .expect("whole");
             out.clear();
-            let kept = head.parts.extensions.get::<Verbatim>();
+            let kept = head.kept.as_deref();
             assert!(kept.is_some());
             black_box(encode_response(
                 &head.parts,

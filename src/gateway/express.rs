@@ -18,16 +18,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{Method, Request, Response};
+use http::{Method, Request};
 use http_body::Body as HttpBody;
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::handler::ConnInfo;
+use super::handler::{Answer, ConnInfo};
 use super::pool::RequestBody;
-use super::verbatim::Verbatim;
 use super::wire::{self, ClientHead, Outgoing};
-use super::{Body, Gateway};
+use super::Gateway;
 
 /// Bytes read from a client at a time.
 const READ_CHUNK: usize = 8 * 1024;
@@ -100,7 +99,7 @@ pub async fn serve<I>(
         };
         let exchange = std::pin::pin!(gateway.clone().handle(own, req));
         let handled = watching(&mut io, &mut buf, exchange).await;
-        let Some(resp) = handled else {
+        let Some(answer) = handled else {
             // The client went away: like hyper, drop the exchange (and its upstream request).
             return;
         };
@@ -108,7 +107,7 @@ pub async fn serve<I>(
         if out.capacity() == 0 {
             out.reserve(READ_CHUNK);
         }
-        let responded = respond(&mut io, &mut buf, &mut out, resp, &method, close).await;
+        let responded = respond(&mut io, &mut buf, &mut out, answer, &method, close).await;
         // A large body may have grown the buffer; an idle connection keeps only the usual size.
         if out.capacity() > 4 * FLUSH_AT {
             out = Vec::with_capacity(READ_CHUNK);
@@ -127,19 +126,19 @@ pub async fn serve<I>(
     }
 }
 
-/// Writes `resp`; `Ok(true)` if the connection can carry another request.
+/// Writes `answer`; `Ok(true)` if the connection can carry another request.
 async fn respond<I>(
     io: &mut I,
     buf: &mut BytesMut,
     out: &mut Vec<u8>,
-    resp: Response<Body>,
+    answer: Answer,
     method: &Method,
     close: bool,
 ) -> std::io::Result<bool>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let (parts, mut body) = resp.into_parts();
+    let (parts, mut body) = answer.resp.into_parts();
     out.clear();
     let mut outbox = Outbox {
         out,
@@ -147,8 +146,14 @@ where
         held: 0,
     };
     let known = body.size_hint().exact();
-    let kept = parts.extensions.get::<Verbatim>();
-    let framing = wire::encode_response(&parts, kept, method, known, close, outbox.out);
+    let framing = wire::encode_response(
+        &parts,
+        answer.kept.as_deref(),
+        method,
+        known,
+        close,
+        outbox.out,
+    );
     let mut left = match framing {
         Outgoing::Bodiless => {
             drop(body);

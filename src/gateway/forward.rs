@@ -49,8 +49,14 @@ impl UpstreamClient {
         timeout: Duration,
         keep_fields: bool,
     ) -> Result<Response<PooledBody>, UpstreamError> {
-        let sent = self.connections.send(upstream, req, plan, keep_fields);
-        match tokio::time::timeout(timeout, sent).await {
+        // The exchange is made inside the timeout: a local of its own would be kept beside it in
+        // this future (and copied).
+        match tokio::time::timeout(
+            timeout,
+            self.connections.send(upstream, req, plan, keep_fields),
+        )
+        .await
+        {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(Err(PoolError::Connect(e))) => Err(UpstreamError::Unreachable(describe(&e))),
             Ok(Err(PoolError::Exchange(e))) if client_body_failed(&*e) => {
@@ -185,20 +191,26 @@ pub struct Shaping<'a> {
     pub streams_stop: &'a CancellationToken,
 }
 
-/// Turns the upstream's (non-101) response into the client's.
-pub fn shape(resp: Response<PooledBody>, how: &Shaping<'_>) -> Response<Body> {
-    let (mut parts, body) = resp.into_parts();
+/// Turns the upstream's (non-101) response into the client's, with the upstream's fields when
+/// they go to the client as they came ([`verbatim`]; the answer's header map then holds only
+/// what the gateway adds).
+pub fn shape(
+    resp: Response<PooledBody>,
+    how: &Shaping<'_>,
+) -> (Response<Body>, Option<Box<Verbatim>>) {
+    let (mut parts, mut body) = resp.into_parts();
     // The client's connection speaks the gateway's HTTP, whatever the app's: an HTTP/1.0 answer
     // must not make hyper write HTTP/1.0 to an HTTP/1.1 client and close its connection.
     parts.version = Version::HTTP_11;
-    if let Some(kept) = parts.extensions.get::<Verbatim>() {
+    if let Some(kept) = body.take_kept() {
         // No header rule changes these fields; only compression would.
         let compress = how.encoding.is_some()
             && compress::compressible_fields(how.method, parts.status, kept.fields());
         if !compress {
-            return Response::from_parts(parts, body.map_err(Into::into).boxed_unsync());
+            let body = body.map_err(Into::into).boxed_unsync();
+            return (Response::from_parts(parts, body), Some(kept));
         }
-        verbatim::settle(&mut parts.headers, &mut parts.extensions);
+        verbatim::settle(&mut parts.headers, kept);
     }
     headers::remove_hop_by_hop(&mut parts.headers);
     headers::single_length(&mut parts.headers);
@@ -222,7 +234,7 @@ pub fn shape(resp: Response<PooledBody>, how: &Shaping<'_>) -> Response<Body> {
             .headers
             .insert("x-accel-buffering", HeaderValue::from_static("no"));
     }
-    Response::from_parts(parts, body)
+    (Response::from_parts(parts, body), None)
 }
 
 fn is_event_stream(headers: &HeaderMap) -> bool {

@@ -37,16 +37,20 @@ pub struct ConnInfo {
     pub own_codec: bool,
 }
 
+/// A request's answer, with the upstream's fields when they go on to the client as they came
+/// ([`super::verbatim`], only where [`ConnInfo::own_codec`]): the answer's header map then holds
+/// only what the gateway adds, and the codec writes `kept` before it.
+pub struct Answer {
+    pub resp: Response<Body>,
+    pub kept: Option<Box<Verbatim>>,
+}
+
 /// Seconds a browser waits before reloading an error page about an app that is down.
 const RETRY_SECS: u32 = 5;
 
 impl Gateway {
     /// Serves one request; never fails (every problem becomes a response).
-    pub async fn handle(
-        self: Arc<Self>,
-        conn: ConnInfo,
-        req: Request<RequestBody>,
-    ) -> Response<Body> {
+    pub async fn handle(self: Arc<Self>, conn: ConnInfo, req: Request<RequestBody>) -> Answer {
         let started = Instant::now();
         let snapshot = self.snapshot.load_full();
         let trusted = snapshot.is_trusted(conn.peer.ip());
@@ -81,10 +85,19 @@ impl Gateway {
             started: Some(started),
         };
 
+        let mut kept = None;
         let mut resp = self
-            .proxy(&snapshot, conn, trusted, req, &request_id, &mut record)
+            .proxy(
+                &snapshot,
+                conn,
+                trusted,
+                req,
+                &request_id,
+                &mut record,
+                &mut kept,
+            )
             .await;
-        match resp.extensions_mut().get_mut::<Verbatim>() {
+        match kept.as_mut() {
             Some(kept) => kept.request_id = Some(request_id),
             None => {
                 resp.headers_mut().insert(X_REQUEST_ID, request_id);
@@ -94,15 +107,18 @@ impl Gateway {
         self.metrics
             .count_request(record.route.as_deref(), record.status);
         if !self.log.enabled() {
-            return resp;
+            return Answer { resp, kept };
         }
         let (parts, body) = resp.into_parts();
-        Response::from_parts(
-            parts,
-            Logged::new(body, record, self.log.clone()).boxed_unsync(),
-        )
+        let body = Logged::new(body, record, self.log.clone()).boxed_unsync();
+        Answer {
+            resp: Response::from_parts(parts, body),
+            kept,
+        }
     }
 
+    /// The answer to `req`; `kept` receives the upstream's fields when they go on as they came.
+    #[allow(clippy::too_many_arguments)] // one private call site
     async fn proxy(
         &self,
         snapshot: &Snapshot,
@@ -111,6 +127,7 @@ impl Gateway {
         mut req: Request<RequestBody>,
         request_id: &HeaderValue,
         record: &mut Record,
+        kept: &mut Option<Box<Verbatim>>,
     ) -> Response<Body> {
         let uri = req.uri().clone();
         let audience = Audience::of(req.headers(), snapshot.gatekeeper.default_password);
@@ -338,14 +355,16 @@ impl Gateway {
                     audience,
                 )
             }
-            _ => forward::shape(
-                upstream_resp,
-                &Shaping {
+            _ => {
+                let how = Shaping {
                     method: &method,
                     encoding,
                     streams_stop: &self.streams_stop,
-                },
-            ),
+                };
+                let (resp, fields) = forward::shape(upstream_resp, &how);
+                *kept = fields;
+                resp
+            }
         };
         if let Some(cookie) = set_cookie {
             resp.headers_mut().append(header::SET_COOKIE, cookie);

@@ -31,6 +31,7 @@ use tokio::net::TcpStream;
 
 use super::gather::Gather;
 use super::rewrite::Rewrite;
+use super::verbatim::Verbatim;
 use super::wire::{self, Decoder, Step, WireError};
 use super::BoxError;
 
@@ -262,6 +263,7 @@ impl Connections {
                         decoder: Decoder::new(resp.framing),
                         conn: Some(conn),
                         keep,
+                        kept: resp.kept,
                     };
                     return Ok(Response::from_parts(resp.parts, PooledBody::Plain(body)));
                 }
@@ -581,6 +583,15 @@ pub enum PooledBody {
 }
 
 impl PooledBody {
+    /// The answer's fields kept verbatim ([`wire::ResponseHead::kept`]), taken out: they go on
+    /// beside the answer, not in it.
+    pub fn take_kept(&mut self) -> Option<Box<Verbatim>> {
+        match self {
+            PooledBody::Plain(body) => body.kept.take(),
+            PooledBody::Hyper { .. } => None,
+        }
+    }
+
     /// Gives the connection back if the body is complete.
     fn settle(&mut self) {
         match self {
@@ -653,6 +664,8 @@ pub struct PlainBody {
     decoder: Decoder,
     conn: Option<RawConn>,
     keep: Option<PlainCheckin>,
+    /// The answer's fields, when they are kept where they lie in its head.
+    kept: Option<Box<Verbatim>>,
 }
 
 /// Where a plain socket goes back to.

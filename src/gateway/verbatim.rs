@@ -4,9 +4,9 @@
 //! at most `Connection: keep-alive` and `Keep-Alive` to drop, no event stream, no request id of
 //! the app's own. When the answer goes to the gateway's own HTTP/1.1 codec ([`super::express`]),
 //! [`super::wire`] keeps such fields where they lie in the upstream's head ([`Verbatim`], carried
-//! in the response's extensions) instead of building a `HeaderMap` that would only be written out
-//! again, and the codec writes them to the client straight from there, with the gateway's request
-//! id. An answer that is to be compressed is first [`settle`]d into the header map, to the same
+//! beside the response: in the upstream's body until the answer is shaped, then handed to the
+//! codec with the answer) instead of building a `HeaderMap` that would only be written out again,
+//! and the codec writes them to the client straight from there, with the gateway's request id. An answer that is to be compressed is first [`settle`]d into the header map, to the same
 //! result the map would have had. Answers that hyper's server writes (HTTP/2, a connection hyper
 //! took over) are never kept.
 //!
@@ -16,7 +16,7 @@
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Extensions, StatusCode, Version};
+use http::{StatusCode, Version};
 
 use super::headers::{self, X_REQUEST_ID};
 use super::wire::{self, digits, Span};
@@ -199,10 +199,8 @@ impl Verbatim {
 
 /// Moves fields kept verbatim into the header map (before what the map holds): for an answer
 /// that is to be compressed.
-pub fn settle(headers: &mut HeaderMap, extensions: &mut Extensions) {
-    if let Some(kept) = extensions.remove::<Verbatim>() {
-        *headers = kept.into_map(std::mem::take(headers));
-    }
+pub fn settle(headers: &mut HeaderMap, kept: Box<Verbatim>) {
+    *headers = kept.into_map(std::mem::take(headers));
 }
 
 #[cfg(test)]
@@ -219,8 +217,10 @@ mod tests {
         let mut head = crate::gateway::wire::parse_response(&mut buf, &Method::GET, true)
             .expect("valid")
             .expect("complete");
-        let kept = head.parts.extensions.get::<Verbatim>().is_some();
-        settle(&mut head.parts.headers, &mut head.parts.extensions);
+        let kept = head.kept.is_some();
+        if let Some(fields) = head.kept {
+            settle(&mut head.parts.headers, fields);
+        }
         headers::remove_hop_by_hop(&mut head.parts.headers);
         headers::single_length(&mut head.parts.headers);
         (head.parts, kept)
@@ -307,7 +307,7 @@ mod tests {
         let mut head = crate::gateway::wire::parse_response(&mut buf, &Method::GET, true)
             .unwrap()
             .unwrap();
-        let kept = head.parts.extensions.get_mut::<Verbatim>().unwrap();
+        let mut kept = head.kept.take().unwrap();
         assert_eq!(
             (kept.length, kept.dated, kept.close),
             (Some(12), true, true)
@@ -322,7 +322,7 @@ mod tests {
         out.clear();
         kept.write(&mut out);
         assert_eq!(out, b"Date: x\r\nContent-Length: 12\r\nx-request-id: 7\r\n");
-        settle(&mut head.parts.headers, &mut head.parts.extensions);
+        settle(&mut head.parts.headers, kept);
         let names: Vec<_> = head.parts.headers.keys().map(|n| n.as_str()).collect();
         assert_eq!(names, ["date", "content-length", "x-request-id"]);
         assert_eq!(head.parts.headers["x-request-id"], "7");
@@ -344,8 +344,7 @@ mod tests {
         head.parts
             .headers
             .insert("x-request-id", HeaderValue::from_static("7"));
-        settle(&mut head.parts.headers, &mut head.parts.extensions);
-        assert!(head.parts.extensions.get::<Verbatim>().is_none());
+        settle(&mut head.parts.headers, head.kept.unwrap());
         let cookies: Vec<_> = head.parts.headers.get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["app=1", "login=2", "login=3"]);
         assert_eq!(head.parts.headers["x-request-id"], "7");

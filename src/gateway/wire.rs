@@ -64,13 +64,16 @@ pub struct ResponseHead {
     pub framing: Framing,
     /// The connection may carry another request after this response.
     pub keep_alive: bool,
+    /// The answer's fields, kept where they lie when no header rule changes them; the header
+    /// map is then empty.
+    pub kept: Option<Box<Verbatim>>,
 }
 
 /// Parses a response head at the start of `buf`, removing it from `buf` when complete.
 /// Informational answers (`100 Continue`, `103 Early Hints`) are skipped; a `101` is returned
 /// as it is. `Ok(None)`: the head is not complete yet. `keep_fields`: an answer no header rule
-/// changes keeps its fields where they lie ([`Verbatim`], in the extensions; the header map is
-/// left for what the gateway adds).
+/// changes keeps its fields where they lie ([`ResponseHead::kept`]; the header map is left for
+/// what the gateway adds).
 pub fn parse_response(
     buf: &mut BytesMut,
     method: &Method,
@@ -118,13 +121,13 @@ pub fn parse_response(
                 None => Framing::Close,
             };
             let keep_alive = !kept.close && framing != Framing::Close;
-            // Room for what the gateway adds: a request id, a login's cookie.
-            parts.headers = HeaderMap::with_capacity(2);
-            parts.extensions.insert(kept);
+            // The map stays empty (unallocated) unless the gateway adds a field, a login's
+            // cookie: the request id goes with the kept fields.
             return Ok(Some(ResponseHead {
                 parts,
                 framing,
                 keep_alive,
+                kept: Some(Box::new(kept)),
             }));
         }
         // The gateway adds a request id to an answer.
@@ -170,6 +173,7 @@ pub fn parse_response(
             parts,
             framing,
             keep_alive,
+            kept: None,
         }));
     }
 }
