@@ -12,7 +12,7 @@ use common::apache_htpasswd;
 use http::HeaderValue;
 use vastgate::auth::{
     htpasswd_line, load_file, upsert_user_file, AuthSettings, Authenticator, ProblemKind, Scheme,
-    Verdict,
+    User, Verdict,
 };
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -42,7 +42,7 @@ fn basic(user: &str, password: &str) -> HeaderValue {
 
 fn granted(user: &str) -> Verdict {
     Verdict::Granted {
-        user: user.to_owned(),
+        user: User::new(user),
     }
 }
 

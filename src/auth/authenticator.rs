@@ -14,7 +14,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use super::basic::BasicCredentials;
 use super::cache::{lock, CredentialKey, CredentialKeyer, KeyMap, SuccessCache};
 use super::hash::StoredHash;
-use super::htpasswd::{self, LineProblem, LoadError, UserTable};
+use super::htpasswd::{self, LineProblem, LoadError, User, UserTable};
 use super::limiter::FailureLimiter;
 
 /// The knobs of [`Authenticator`]. `Default` gives the production values.
@@ -56,7 +56,7 @@ impl Default for AuthSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Yes, as `user`.
-    Granted { user: String },
+    Granted { user: User },
     /// No (or no credentials at all): answer 401 with [`challenge_header`](super::challenge_header).
     Denied,
     /// Too many failures from this address: answer 429 with `Retry-After`.
@@ -182,25 +182,24 @@ impl Authenticator {
             return Verdict::Denied;
         }
         let table = self.table.load();
-        let (stored, known) = match table.get(user) {
-            Some(hash) => (hash, true),
-            None => (table.dummy(), false),
+        let (stored, known) = match table.entry(user) {
+            Some((hash, user)) => (hash, Some(user)),
+            None => (table.dummy(), None),
         };
         let key = self.shared.keyer.key(user, password, stored.as_str());
 
-        if known && self.shared.cache.contains(&key, Instant::now()) {
-            return Verdict::Granted {
-                user: user.to_owned(),
-            };
+        if let Some(user) = known.filter(|_| self.shared.cache.contains(&key, Instant::now())) {
+            return Verdict::Granted { user: user.clone() };
         }
-        // Only a miss needs its own copy of the hash (the table may be swapped meanwhile).
+        // Only a miss needs its own copy of the hash and user (the table may be swapped meanwhile).
         let stored = stored.clone();
+        let known = known.cloned();
         drop(table);
         if let Some(retry_after) = self.limiter.limited(client, Instant::now()) {
             return Verdict::Limited { retry_after };
         }
 
-        let matched = match self.verify_shared(key, stored, password, known) {
+        let matched = match self.verify_shared(key, stored, password, known.is_some()) {
             Some(mut result) => match result.wait_for(Option::is_some).await {
                 Ok(value) => *value == Some(true),
                 // The computation was dropped (runtime shutting down, or a panic): no answer.
@@ -212,14 +211,15 @@ impl Authenticator {
                 }
             }
         };
-        if matched && known {
-            self.limiter.clear(client);
-            Verdict::Granted {
-                user: user.to_owned(),
+        match known.filter(|_| matched) {
+            Some(user) => {
+                self.limiter.clear(client);
+                Verdict::Granted { user }
             }
-        } else {
-            self.limiter.record_failure(client, Instant::now());
-            Verdict::Denied
+            None => {
+                self.limiter.record_failure(client, Instant::now());
+                Verdict::Denied
+            }
         }
     }
 
@@ -473,7 +473,9 @@ mod tests {
     }
 
     fn granted(user: &str) -> Verdict {
-        Verdict::Granted { user: user.into() }
+        Verdict::Granted {
+            user: User::new(user),
+        }
     }
 
     #[tokio::test]

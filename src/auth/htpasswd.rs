@@ -8,8 +8,10 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use fnv::FnvHashMap;
+use http::HeaderValue;
 
 use super::hash::{HashError, StoredHash};
 
@@ -22,8 +24,35 @@ use super::hash::{HashError, StoredHash};
 pub struct UserTable {
     /// Keyed by the file's names: a client's name is only looked up, never inserted, so it
     /// cannot crowd a bucket; FNV costs less than SipHash on every request.
-    users: FnvHashMap<String, StoredHash>,
+    users: FnvHashMap<String, (StoredHash, User)>,
     dummy: StoredHash,
+}
+
+/// Who a request's credentials named, as the gateway passes it on: the name (for the log) and
+/// the app's `X-Forwarded-User` value, none when the name holds a control character. Made once
+/// per user when the table is built; a request only clones it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    name: Arc<str>,
+    header: Option<HeaderValue>,
+}
+
+impl User {
+    pub fn new(name: &str) -> User {
+        User {
+            name: name.into(),
+            header: HeaderValue::from_str(name).ok(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name as the value of the app's `X-Forwarded-User`, if it can be one.
+    pub fn header(&self) -> Option<&HeaderValue> {
+        self.header.as_ref()
+    }
 }
 
 impl UserTable {
@@ -36,8 +65,9 @@ impl UserTable {
     /// (Apache uses the first matching line).
     pub fn from_entries(entries: impl IntoIterator<Item = (String, StoredHash)>) -> UserTable {
         let mut users = FnvHashMap::default();
-        for (user, hash) in entries {
-            users.entry(user).or_insert(hash);
+        for (name, hash) in entries {
+            let user = User::new(&name);
+            users.entry(name).or_insert((hash, user));
         }
         let dummy = pick_dummy_model(&users)
             .map_or_else(StoredHash::default_dummy, |model| model.dummy_like());
@@ -46,7 +76,12 @@ impl UserTable {
 
     /// The stored hash of `user`, if the table has that user.
     pub fn get(&self, user: &str) -> Option<&StoredHash> {
-        self.users.get(user)
+        self.users.get(user).map(|(hash, _)| hash)
+    }
+
+    /// The stored hash of the user named `name`, and the user, if the table has them.
+    pub fn entry(&self, name: &str) -> Option<(&StoredHash, &User)> {
+        self.users.get(name).map(|(hash, user)| (hash, user))
     }
 
     /// The hash an unknown user is verified against.
@@ -80,9 +115,9 @@ impl fmt::Debug for UserTable {
 }
 
 /// The most common (scheme, cost) among the entries; the most expensive wins a tie.
-fn pick_dummy_model(users: &FnvHashMap<String, StoredHash>) -> Option<&StoredHash> {
+fn pick_dummy_model(users: &FnvHashMap<String, (StoredHash, User)>) -> Option<&StoredHash> {
     let mut counts: HashMap<(super::Scheme, u32), (usize, &StoredHash)> = HashMap::new();
-    for hash in users.values() {
+    for (hash, _) in users.values() {
         counts
             .entry((hash.scheme(), hash.cost()))
             .or_insert((0, hash))
@@ -208,6 +243,23 @@ pub fn load_file(
 mod tests {
     use super::*;
     use crate::auth::Scheme;
+
+    #[test]
+    fn a_user_is_forwarded_only_under_a_name_that_can_be_a_header_value() {
+        let hash = "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=";
+        let text = format!("alice:{hash}\nzoë:{hash}\nbell\u{7}:{hash}\n");
+        let (table, _) = parse(&text, false);
+        let (_, alice) = table.entry("alice").unwrap();
+        assert_eq!(alice.name(), "alice");
+        assert_eq!(alice.header().unwrap(), "alice");
+        // Bytes beyond ASCII pass as they are; a control character cannot.
+        let (_, zoe) = table.entry("zoë").unwrap();
+        assert_eq!(zoe.header().unwrap().as_bytes(), "zoë".as_bytes());
+        let (_, bell) = table.entry("bell\u{7}").unwrap();
+        assert_eq!(bell.name(), "bell\u{7}");
+        assert!(bell.header().is_none());
+        assert!(table.entry("bob").is_none());
+    }
 
     const BCRYPT5: &str = "$2y$05$nZsvWgt44pXpyRcQ3y/JCO4T2Bp/FkzWEOYsvbxCud.4JYXmt3P0m";
     const APR1: &str = "$apr1$OX7deuCZ$70sBkAmCmTwTDN/eageSw.";

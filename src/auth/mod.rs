@@ -21,7 +21,7 @@ pub mod vast;
 pub use authenticator::{AuthSettings, Authenticator, ReloadReport, Verdict};
 pub use basic::{challenge_header, BasicCredentials, MAX_PASSWORD_LEN};
 pub use hash::{HashError, Scheme, StoredHash};
-pub use htpasswd::{load_file, parse, LineProblem, LoadError, ProblemKind, UserTable};
+pub use htpasswd::{load_file, parse, LineProblem, LoadError, ProblemKind, User, UserTable};
 pub use passwd::{htpasswd_line, remove_user_file, upsert_user_file, PasswdError};
 pub use vast::{is_browser_navigation, strip_token_query, VastToken};
 

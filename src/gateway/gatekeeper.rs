@@ -18,7 +18,7 @@ use super::rewrite::{Rewrite, Slot};
 use super::Body;
 use crate::auth::{
     is_browser_navigation, remove_user_file, strip_token_query, upsert_user_file, AuthSettings,
-    Authenticator, VastToken, Verdict, DEFAULT_BCRYPT_COST,
+    Authenticator, User, VastToken, Verdict, DEFAULT_BCRYPT_COST,
 };
 use crate::config::{AuthMode, Config, Route};
 
@@ -69,7 +69,7 @@ pub struct Knock<'a> {
 pub enum Admission {
     /// Go on; `user` is who the credentials named (none on public paths or without auth).
     Pass {
-        user: Option<String>,
+        user: Option<User>,
         /// The query without the gateway's own `token` parameter, when it carried one.
         query: Option<Option<String>>,
         /// A `Set-Cookie` for the response (the token was traded for a session cookie).
@@ -184,7 +184,7 @@ impl Gatekeeper {
             secure,
             audience,
         } = *request;
-        let pass = |user: Option<String>| Admission::Pass {
+        let pass = |user: Option<User>| Admission::Pass {
             user,
             query: None,
             set_cookie: None,
@@ -291,7 +291,7 @@ impl Gatekeeper {
         headers: &HeaderMap,
         plan: &mut Rewrite,
         route: &Route,
-        user: Option<&str>,
+        user: Option<&User>,
     ) {
         // `keep_authorization` keeps the upstream's own credentials, never the gateway's token.
         let our_bearer = self
@@ -312,8 +312,8 @@ impl Gatekeeper {
                 None => plan.remove(Slot::Cookie),
             }
         }
-        if let Some(v) = user.and_then(|u| HeaderValue::from_str(u).ok()) {
-            plan.give(Slot::ForwardedUser, v);
+        if let Some(v) = user.and_then(User::header) {
+            plan.give(Slot::ForwardedUser, v.clone());
         }
     }
 }

@@ -206,7 +206,7 @@ impl Gateway {
             query = rewritten;
         }
         if logging {
-            record.user = user.clone();
+            record.user = user.as_ref().map(|u| u.name().to_owned());
         }
 
         if path.starts_with(portal::PREFIX) {
@@ -308,7 +308,7 @@ impl Gateway {
         };
         snapshot
             .gatekeeper
-            .scrub(&parts.headers, &mut plan, route, user.as_deref());
+            .scrub(&parts.headers, &mut plan, route, user.as_ref());
 
         let upstream_resp = match self
             .upstreams
