@@ -995,6 +995,67 @@ async fn a_half_sent_second_request_head_is_closed_after_header_timeout() {
     assert_eq!(up.targets(), ["/once"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_keep_alive_connection_outlives_its_first_header_deadline() {
+    // The deadline for the next head moves with every request; the timer under it is moved
+    // only when it fires early. Requests 0.3 s apart for 1.8 s must all be served, and the
+    // connection closed 1 s after the last.
+    let up = Scripted::start(echo_line).await;
+    let gw = Gateway::start("header_timeout = \"1s\"", &[route("/", up.addr, "")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            wire.get(&format!("/{i}")).await.status(),
+            200,
+            "request {i}"
+        );
+    }
+    closed_after_header_timeout(wire, "a keep-alive connection after its last request").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_response_deadline_moves_with_each_request_on_a_pooled_connection() {
+    // One upstream connection carries every request. Its response deadline is set anew for
+    // each; a timer left at an earlier request's deadline must not cut a later answer.
+    let up = Scripted::start(|a: &Arrived| match a.msg.target() {
+        "/in-time" => Answer::text("in time").after(Duration::from_millis(600)),
+        "/too-late" => Answer::text("too late").after(Duration::from_secs(5)),
+        _ => echo_line(a),
+    })
+    .await;
+    let gw = Gateway::start("", &[route("/", up.addr, "response_timeout = \"1s\"")]).await;
+
+    let mut wire = Wire::connect(gw.addr).await;
+    for i in 0..6 {
+        assert_eq!(
+            wire.get(&format!("/{i}")).await.status(),
+            200,
+            "request {i}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The first request's deadline is long past; this answer's is not.
+    let answer = wire.get("/in-time").await;
+    assert_eq!(answer.status(), 200, "{answer:?}");
+    assert_eq!(answer.body, b"in time");
+    let started = Instant::now();
+    let answer = wire.get("/too-late").await;
+    let took = started.elapsed();
+    assert_eq!(answer.status(), 504, "{answer:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "504 after only {took:?}"
+    );
+    assert!(took < Duration::from_secs(4), "504 only after {took:?}");
+    let conns: Vec<usize> = up.arrived().iter().map(|a| a.conn).collect();
+    assert_eq!(
+        conns, [1; 8],
+        "every request on the one pooled upstream connection"
+    );
+}
+
 /// Waits for the gateway to close `wire` (whose next head is due) and checks it waited for
 /// `header_timeout = "1s"` and said at most 408.
 async fn closed_after_header_timeout(mut wire: Wire, what: &str) {

@@ -22,7 +22,9 @@ use http::{Method, Request};
 use http_body::Body as HttpBody;
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant;
 
+use super::deadline::Deadline;
 use super::handler::{Answer, ConnInfo};
 use super::pool::RequestBody;
 use super::wire::{self, ClientHead, Outgoing};
@@ -54,12 +56,12 @@ pub async fn serve<I>(
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     // Made at the first response: a connection handed to hyper at once never needs it.
     let mut out = Vec::new();
-    let deadline = tokio::time::sleep(header_timeout);
-    tokio::pin!(deadline);
+    let mut deadline = Deadline::new(Instant::now() + header_timeout);
+    // Waited on across requests: made once, not with every request's wait.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
-        deadline
-            .as_mut()
-            .reset(tokio::time::Instant::now() + header_timeout);
+        deadline.set(Instant::now() + header_timeout);
         let (parts, close) = loop {
             match wire::parse_request(&mut buf) {
                 ClientHead::Plain { parts, close } => break (parts, close),
@@ -83,11 +85,11 @@ pub async fn serve<I>(
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 },
-                () = &mut deadline => {
+                () = deadline.passed() => {
                     tracing::debug!(peer = %conn.peer, "no request head within the header timeout; closing");
                     return;
                 }
-                () = stop.cancelled(), if buf.is_empty() => return,
+                () = &mut stopped, if buf.is_empty() => return,
             }
         };
         let method = parts.method.clone();

@@ -49,21 +49,19 @@ impl UpstreamClient {
         timeout: Duration,
         keep_fields: bool,
     ) -> Result<Response<PooledBody>, UpstreamError> {
-        // The exchange is made inside the timeout: a local of its own would be kept beside it in
-        // this future (and copied).
-        match tokio::time::timeout(
-            timeout,
-            self.connections.send(upstream, req, plan, keep_fields),
-        )
-        .await
+        let deadline = tokio::time::Instant::now() + timeout;
+        match self
+            .connections
+            .send(upstream, req, plan, keep_fields, deadline)
+            .await
         {
-            Err(_) => Err(UpstreamError::Timeout),
-            Ok(Err(PoolError::Connect(e))) => Err(UpstreamError::Unreachable(describe(&e))),
-            Ok(Err(PoolError::Exchange(e))) if client_body_failed(&*e) => {
+            Err(PoolError::Timeout) => Err(UpstreamError::Timeout),
+            Err(PoolError::Connect(e)) => Err(UpstreamError::Unreachable(describe(&e))),
+            Err(PoolError::Exchange(e)) if client_body_failed(&*e) => {
                 Err(UpstreamError::ClientBody(describe(&*e)))
             }
-            Ok(Err(PoolError::Exchange(e))) => Err(UpstreamError::Failed(describe(&*e))),
-            Ok(Ok(resp)) => Ok(resp),
+            Err(PoolError::Exchange(e)) => Err(UpstreamError::Failed(describe(&*e))),
+            Ok(resp) => Ok(resp),
         }
     }
 }

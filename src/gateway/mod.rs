@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod compress;
+pub mod deadline;
 pub mod express;
 pub mod forward;
 pub mod gatekeeper;

@@ -26,9 +26,10 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
+use super::deadline::Deadline;
 use super::gather::Gather;
 use super::rewrite::Rewrite;
 use super::verbatim::Verbatim;
@@ -61,6 +62,8 @@ struct RawConn {
     buf: BytesMut,
     /// The space the next read gets.
     read_size: usize,
+    /// When the answer under way must have its head: one timer for the connection's life.
+    deadline: Deadline,
 }
 
 /// Bytes read from an upstream at a time: small answers fit the first size; a read that fills
@@ -89,6 +92,8 @@ pub enum PoolError {
     Connect(std::io::Error),
     /// The exchange failed after the connection was open.
     Exchange(BoxError),
+    /// No response head came by the deadline.
+    Timeout,
 }
 
 /// Opens and reuses connections to upstreams.
@@ -100,21 +105,28 @@ pub struct Connections {
 
 impl Connections {
     /// Sends `req` (origin-form URI) to `authority` on a pooled or new connection, its fields as
-    /// `plan` rewrites them. `keep_fields`: a body-less request's answer may keep its fields
-    /// verbatim ([`wire::parse_response`]).
+    /// `plan` rewrites them, if its response head comes by `deadline`. `keep_fields`: a
+    /// body-less request's answer may keep its fields verbatim ([`wire::parse_response`]).
     pub async fn send(
         &self,
         authority: &Authority,
         mut req: Request<RequestBody>,
         plan: &Rewrite,
         keep_fields: bool,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<PooledBody>, PoolError> {
         if matches!(req.body(), RequestBody::Empty) && !plan.upgrades() {
-            return self.send_plain(authority, req, plan, keep_fields).await;
+            return self
+                .send_plain(authority, req, plan, keep_fields, deadline)
+                .await;
         }
         plan.apply(req.headers_mut());
         // Boxed: its future is large and the hot path above should not carry (and copy) it.
-        Box::pin(self.send_hyper(authority, req)).await
+        let sent = Box::pin(self.send_hyper(authority, req));
+        match tokio::time::timeout_at(deadline, sent).await {
+            Ok(sent) => sent,
+            Err(_) => Err(PoolError::Timeout),
+        }
     }
 
     /// Sends `req` on a hyper connection (bodies, upgrades).
@@ -231,6 +243,7 @@ impl Connections {
         req: Request<RequestBody>,
         plan: &Rewrite,
         keep_fields: bool,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<PooledBody>, PoolError> {
         let (parts, _) = req.into_parts();
         let mut head = Vec::with_capacity(512 + 64 * parts.headers.len());
@@ -248,11 +261,15 @@ impl Connections {
                 Some(conn) => conn,
                 None => RawConn {
                     // Boxed: rare, and its future would enlarge (and slow) every request's.
-                    stream: Box::pin(self.open(authority)).await?,
+                    stream: Box::pin(tokio::time::timeout_at(deadline, self.open(authority)))
+                        .await
+                        .map_err(|_| PoolError::Timeout)??,
                     buf: BytesMut::new(),
                     read_size: READ_FIRST,
+                    deadline: Deadline::new(deadline),
                 },
             };
+            conn.deadline.set(deadline);
             match exchange(&mut conn, &head, &parts.method, keep_fields).await {
                 Ok(resp) => {
                     let keep = resp.keep_alive.then(|| PlainCheckin {
@@ -280,6 +297,7 @@ impl Connections {
                     return Err(PoolError::Exchange(e.into()))
                 }
                 Err(Exchange::Wire(e)) => return Err(PoolError::Exchange(e.into())),
+                Err(Exchange::TimedOut) => return Err(PoolError::Timeout),
             }
         }
     }
@@ -293,9 +311,11 @@ enum Exchange {
     Closed(std::io::Error),
     Io(std::io::Error),
     Wire(WireError),
+    /// No response head by the connection's deadline.
+    TimedOut,
 }
 
-/// Writes `head` and reads the response head.
+/// Writes `head` and reads the response head, by the connection's deadline.
 async fn exchange(
     conn: &mut RawConn,
     head: &[u8],
@@ -304,7 +324,15 @@ async fn exchange(
 ) -> Result<wire::ResponseHead, Exchange> {
     let mut written = 0;
     while written < head.len() {
-        match conn.stream.write(&head[written..]).await {
+        let rest = &head[written..];
+        let wrote =
+            std::future::poll_fn(|cx| match Pin::new(&mut conn.stream).poll_write(cx, rest) {
+                Poll::Ready(wrote) => Poll::Ready(Some(wrote)),
+                Poll::Pending => conn.deadline.poll_passed(cx).map(|()| None),
+            })
+            .await
+            .ok_or(Exchange::TimedOut)?;
+        match wrote {
             Ok(0) => return Err(Exchange::Io(std::io::ErrorKind::WriteZero.into())),
             Ok(n) => written += n,
             Err(e) if written == 0 && closed(&e) => return Err(Exchange::Unsent(e)),
@@ -321,7 +349,13 @@ async fn exchange(
             }
         }
         let answered = !conn.buf.is_empty();
-        match read_more(conn).await {
+        let read = std::future::poll_fn(|cx| match poll_read_more(conn, cx) {
+            Poll::Ready(read) => Poll::Ready(Some(read)),
+            Poll::Pending => conn.deadline.poll_passed(cx).map(|()| None),
+        })
+        .await
+        .ok_or(Exchange::TimedOut)?;
+        match read {
             Ok(0) if answered => {
                 return Err(Exchange::Io(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
@@ -357,10 +391,6 @@ fn broken(e: &std::io::Error) -> bool {
 }
 
 /// Reads what the socket has into the connection's buffer.
-async fn read_more(conn: &mut RawConn) -> std::io::Result<usize> {
-    std::future::poll_fn(|cx| poll_read_more(conn, cx)).await
-}
-
 fn poll_read_more(conn: &mut RawConn, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
     if conn.buf.capacity() - conn.buf.len() < conn.read_size / 4 {
         conn.buf.reserve(conn.read_size);
