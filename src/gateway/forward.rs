@@ -116,14 +116,16 @@ pub struct Outgoing<'a> {
 }
 
 /// Turns the client's request head into the upstream's: origin-form URI and HTTP/1.1 in place,
-/// and the header rules as a [`Rewrite`] of the client's fields: Host as the client sent it (the
+/// and the header rules into `plan`, the [`Rewrite`] of the client's fields (made from these
+/// `parts`' headers): Host as the client sent it (the
 /// upstream's address if it sent none), forwarding headers, no hop-by-hop headers, one
 /// `Content-Length` and one `Cookie` at most. (The gatekeeper's scrub adds its part to the plan:
 /// the credentials the gateway consumed go.)
 pub fn prepare(
     parts: &mut http::request::Parts,
     out: &Outgoing<'_>,
-) -> Result<Rewrite, StatusCode> {
+    plan: &mut Rewrite,
+) -> Result<(), StatusCode> {
     // Most requests go on as they came (canonical, no prefix stripped, query untouched): their
     // origin-form URI is kept rather than built and parsed again.
     let unchanged = parts.uri.scheme().is_none()
@@ -140,9 +142,8 @@ pub fn prepare(
     parts.version = Version::HTTP_11;
 
     let h = &parts.headers;
-    let mut plan = Rewrite::new(h);
-    headers::request_length(h, &mut plan);
-    headers::join_cookies(h, &mut plan);
+    headers::request_length(h, plan);
+    headers::join_cookies(h, plan);
     // HTTP/2 has no Host header: rebuild it from `:authority`, or the client library would put
     // the upstream's own address there and Gradio would hand the browser unreachable URLs.
     let host = match out.hop.host {
@@ -151,7 +152,7 @@ pub fn prepare(
             .map_err(|_| StatusCode::BAD_GATEWAY)?,
     };
     plan.give(Slot::Host, host);
-    headers::set_forwarded(h, &out.hop, &mut plan);
+    headers::set_forwarded(h, &out.hop, plan);
     if out.route.strip_prefix {
         let prefix = out.route.prefix.trim_end_matches('/');
         match HeaderValue::from_str(prefix) {
@@ -169,7 +170,7 @@ pub fn prepare(
         plan.give(Slot::Connection, HeaderValue::from_static("upgrade"));
         plan.give(Slot::Upgrade, HeaderValue::from_static("websocket"));
     }
-    Ok(plan)
+    Ok(())
 }
 
 /// The host the client addressed: its Host header, or HTTP/2's `:authority`.
@@ -377,7 +378,8 @@ mod tests {
             request_id: &HeaderValue::from_static("abc"),
             websocket: false,
         };
-        let plan = prepare(&mut p, &out).unwrap();
+        let mut plan = Rewrite::new(&p.headers);
+        prepare(&mut p, &out, &mut plan).unwrap();
         p.headers = carried_out(&p.headers, plan);
         assert_eq!(p.uri, "/api/x?a=1");
         assert_eq!(p.headers["host"], "box.example:8000");
@@ -438,7 +440,8 @@ mod tests {
                 request_id: &HeaderValue::from_static("id"),
                 websocket: false,
             };
-            prepare(&mut p, &out).unwrap();
+            let mut plan = Rewrite::new(&p.headers);
+            prepare(&mut p, &out, &mut plan).unwrap();
             assert_eq!(p.uri, expected, "{incoming}");
             assert!(
                 p.uri.scheme().is_none() && p.uri.authority().is_none(),
@@ -472,7 +475,8 @@ mod tests {
             request_id: &HeaderValue::from_static("id"),
             websocket: true,
         };
-        let plan = prepare(&mut req, &out).unwrap();
+        let mut plan = Rewrite::new(&req.headers);
+        prepare(&mut req, &out, &mut plan).unwrap();
         req.headers = carried_out(&req.headers, plan);
         assert_eq!(req.version, Version::HTTP_11);
         assert_eq!(req.headers["host"], "box.example:8443");

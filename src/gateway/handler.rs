@@ -18,6 +18,7 @@ use super::headers::{self, Hop, UpgradeRequest, X_REQUEST_ID};
 use super::pages::{self, Audience, Problem};
 use super::path::canonicalize;
 use super::pool::RequestBody;
+use super::rewrite::{Rewrite, Slot};
 use super::router::{is_public, RouteMatch};
 use super::verbatim::Verbatim;
 use super::{portal, programs, vast_portal};
@@ -55,8 +56,10 @@ impl Gateway {
         let started = self.log.enabled().then(Instant::now);
         let snapshot = self.snapshot.load_full();
         let trusted = snapshot.is_trusted(conn.peer.ip());
+        // Which of the fields the rules know the client sent: those it did not are not looked up.
+        let mut plan = Rewrite::new(req.headers());
         // One value for the upstream's request and the client's answer (and the log line).
-        let request_id = trusted
+        let request_id = (trusted && plan.sent(Slot::RequestId))
             .then(|| req.headers().get(X_REQUEST_ID))
             .flatten()
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.to_str().is_ok())
@@ -69,7 +72,11 @@ impl Gateway {
             } else {
                 String::new()
             },
-            client: headers::client_addr(req.headers(), conn.peer.ip(), trusted),
+            client: headers::client_addr(
+                req.headers(),
+                conn.peer.ip(),
+                trusted && plan.sent(Slot::ForwardedFor),
+            ),
             method: req.method().clone(),
             path: String::new(),
             status: 0,
@@ -93,6 +100,7 @@ impl Gateway {
                 conn,
                 trusted,
                 req,
+                &mut plan,
                 &request_id,
                 &mut record,
                 &mut kept,
@@ -126,6 +134,7 @@ impl Gateway {
         conn: ConnInfo,
         trusted: bool,
         mut req: Request<RequestBody>,
+        plan: &mut Rewrite,
         request_id: &HeaderValue,
         record: &mut Record,
         kept: &mut Option<Box<Verbatim>>,
@@ -262,7 +271,12 @@ impl Gateway {
             }
         }
 
-        let websocket = match headers::upgrade_request(req.headers()) {
+        let upgrade = if plan.sent(Slot::Upgrade) {
+            headers::upgrade_request(req.headers())
+        } else {
+            UpgradeRequest::None
+        };
+        let websocket = match upgrade {
             UpgradeRequest::WebSocket => true,
             // Other upgrades (h2c, ...) are never performed: hop-by-hop removal drops the
             // request's Upgrade header and it is served as plain HTTP/1.1.
@@ -302,20 +316,19 @@ impl Gateway {
             request_id,
             websocket,
         };
-        let mut plan = match forward::prepare(&mut parts, &outgoing) {
-            Ok(plan) => plan,
-            Err(status) => return pages::empty(status),
-        };
+        if let Err(status) = forward::prepare(&mut parts, &outgoing, plan) {
+            return pages::empty(status);
+        }
         snapshot
             .gatekeeper
-            .scrub(&parts.headers, &mut plan, route, user.as_ref());
+            .scrub(&parts.headers, plan, route, user.as_ref());
 
         let upstream_resp = match self
             .upstreams
             .send(
                 &route.upstream,
                 Request::from_parts(parts, body),
-                &plan,
+                plan,
                 route.response_timeout,
                 conn.own_codec,
             )

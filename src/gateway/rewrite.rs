@@ -145,6 +145,8 @@ pub fn is_user_lookalike(name: &str) -> bool {
 pub struct Rewrite {
     /// Slots the client sent fields of (bits), but for those its `Connection` names.
     present: u32,
+    /// Slots the client sent fields of (bits), whatever `Connection` names.
+    sent: u32,
     /// The client sent an `X-Forwarded-User` look-alike.
     lookalikes: bool,
     /// Slots whose client fields go (bits).
@@ -172,6 +174,7 @@ impl Rewrite {
                 None => lookalikes |= is_user_lookalike(name.as_str()),
             }
         }
+        let sent = present;
         let listed = if present & Slot::Connection.bit() != 0 {
             super::headers::connection_listed(headers)
         } else {
@@ -184,6 +187,7 @@ impl Rewrite {
         }
         let mut plan = Rewrite {
             present,
+            sent,
             lookalikes,
             gone: HOP_BY_HOP | Slot::ForwardedUser.bit(),
             giving: 0,
@@ -216,6 +220,12 @@ impl Rewrite {
     /// Whether the client sent a field of `slot` that the rules see.
     pub fn has(&self, slot: Slot) -> bool {
         self.present & slot.bit() != 0
+    }
+
+    /// Whether the client sent a field of `slot` at all (even one its `Connection` names): a
+    /// field it did not send need not be looked up.
+    pub fn sent(&self, slot: Slot) -> bool {
+        self.sent & slot.bit() != 0
     }
 
     /// The client's fields of `slot` go, and nothing is given for it.
@@ -448,6 +458,19 @@ mod tests {
         assert!(carried_out(&h, Rewrite::new(&h)).is_empty());
         let h = map(&[("content-length", "5")]);
         assert_eq!(carried_out(&h, Rewrite::new(&h))["content-length"], "5");
+    }
+
+    #[test]
+    fn a_field_connection_names_is_sent_but_not_seen_by_the_rules() {
+        let h = map(&[
+            ("connection", "x-request-id"),
+            ("x-request-id", "abc"),
+            ("x-forwarded-for", "10.0.0.1"),
+        ]);
+        let plan = Rewrite::new(&h);
+        assert!(plan.sent(Slot::RequestId) && !plan.has(Slot::RequestId));
+        assert!(plan.sent(Slot::ForwardedFor) && plan.has(Slot::ForwardedFor));
+        assert!(!plan.sent(Slot::Upgrade) && !plan.has(Slot::Upgrade));
     }
 
     /// Generated header sets and plans: writing and applying agree (`carried_out` checks it),
