@@ -16,7 +16,9 @@ use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use http::{HeaderMap, HeaderValue, Method};
 
-use vastgate::auth::{htpasswd_line, AuthSettings, Authenticator, StoredHash, UserTable, Verdict};
+use vastgate::auth::{
+    htpasswd_line, AuthSettings, Authenticator, GrantMemo, StoredHash, UserTable, Verdict,
+};
 use vastgate::config::Config;
 use vastgate::gateway::headers::{remove_hop_by_hop, set_forwarded, single_length, Hop};
 use vastgate::gateway::path::canonicalize;
@@ -151,6 +153,25 @@ fn auth_cache_hit(c: &mut Criterion) {
         })
     });
     assert_eq!(auth.hash_count(), hashes, "a cache hit must not hash");
+    // The same value again on a connection that keeps its last grant (the gateway's own codec).
+    let mut memo = GrantMemo::default();
+    let first = runtime.block_on(auth.check_basic_remembered(Some(&header), client, &mut memo));
+    assert!(matches!(first, Verdict::Granted { .. }), "{first:?}");
+    c.bench_function(
+        "auth, the connection's last grant (check_basic_remembered)",
+        |b| {
+            b.iter(|| {
+                let check =
+                    auth.check_basic_remembered(Some(black_box(&header)), client, &mut memo);
+                black_box(matches!(runtime.block_on(check), Verdict::Granted { .. }))
+            })
+        },
+    );
+    assert_eq!(
+        auth.hash_count(),
+        hashes,
+        "a remembered grant must not hash"
+    );
 }
 
 /// `StoredHash::verify` with the correct password, per scheme Apache's `htpasswd` writes.

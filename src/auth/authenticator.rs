@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Guard};
 use http::HeaderValue;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -63,6 +63,62 @@ pub enum Verdict {
     Limited { retry_after: Duration },
     /// Every hashing slot is taken: answer 503 with `Retry-After`.
     Busy { retry_after: Duration },
+}
+
+/// The grant one client connection last got, for the `Authorization` value it came with.
+///
+/// A browser or an API client sends the same value with every request on a keep-alive
+/// connection. Found here again, under the same user table and before the success cache's entry
+/// for it expires, it is granted without being decoded or keyed again: what the cache would
+/// answer, for less. A connection keeps its own, so it only ever holds what that connection
+/// itself sent and was granted; another value (another user on a shared proxy connection) takes
+/// the full way and replaces it.
+#[derive(Default)]
+pub struct GrantMemo {
+    last: Option<Grant>,
+}
+
+struct Grant {
+    /// The `Authorization` value, byte for byte.
+    authorization: Vec<u8>,
+    /// The table it was granted under: held, so that no later table can be taken for it.
+    table: Arc<UserTable>,
+    user: User,
+    /// When the success cache's entry for it expires.
+    expiry: Instant,
+}
+
+impl GrantMemo {
+    /// The user granted for `authorization` under `table`, if that grant still holds.
+    fn recall(&self, authorization: &[u8], table: &Arc<UserTable>) -> Option<User> {
+        let last = self.last.as_ref()?;
+        (last.authorization == authorization
+            && Arc::ptr_eq(&last.table, table)
+            && Instant::now() < last.expiry)
+            .then(|| last.user.clone())
+    }
+
+    fn remember(
+        &mut self,
+        authorization: &[u8],
+        table: Arc<UserTable>,
+        user: User,
+        expiry: Instant,
+    ) {
+        let mut kept = self
+            .last
+            .take()
+            .map(|g| g.authorization)
+            .unwrap_or_default();
+        kept.clear();
+        kept.extend_from_slice(authorization);
+        self.last = Some(Grant {
+            authorization: kept,
+            table,
+            user,
+            expiry,
+        });
+    }
 }
 
 /// What a reload did.
@@ -164,7 +220,31 @@ impl Authenticator {
         client: IpAddr,
     ) -> Verdict {
         match authorization.and_then(BasicCredentials::from_header) {
-            Some(credentials) => self.check(&credentials, client).await,
+            Some(credentials) => self.check_inner(&credentials, client, None).await,
+            None => Verdict::Denied,
+        }
+    }
+
+    /// [`check_basic`](Self::check_basic) for a client connection that keeps `memo` from one
+    /// request to the next: the value it was last granted for is granted again at once, as
+    /// long as the success cache would grant it (see [`GrantMemo`]).
+    pub async fn check_basic_remembered(
+        &self,
+        authorization: Option<&HeaderValue>,
+        client: IpAddr,
+        memo: &mut GrantMemo,
+    ) -> Verdict {
+        let Some(value) = authorization else {
+            return Verdict::Denied;
+        };
+        if let Some(user) = memo.recall(value.as_bytes(), &self.table.load()) {
+            return Verdict::Granted { user };
+        }
+        match BasicCredentials::from_header(value) {
+            Some(credentials) => {
+                let memo = Some((memo, value.as_bytes()));
+                self.check_inner(&credentials, client, memo).await
+            }
             None => Verdict::Denied,
         }
     }
@@ -176,11 +256,23 @@ impl Authenticator {
     /// computed (or joined). Only a success that was computed clears the address's failures; a
     /// cache hit does not, or a legitimate user's traffic would keep resetting an attacker's count.
     pub async fn check(&self, credentials: &BasicCredentials, client: IpAddr) -> Verdict {
+        self.check_inner(credentials, client, None).await
+    }
+
+    /// [`check`](Self::check); a grant is also written to `memo`, with the `Authorization` value
+    /// it was for.
+    async fn check_inner(
+        &self,
+        credentials: &BasicCredentials,
+        client: IpAddr,
+        memo: Option<(&mut GrantMemo, &[u8])>,
+    ) -> Verdict {
         let user = credentials.user();
         let password = credentials.password();
         if password.len() > super::MAX_PASSWORD_LEN {
             return Verdict::Denied;
         }
+        let now = Instant::now();
         let table = self.table.load();
         let (stored, known) = match table.entry(user) {
             Some((hash, user)) => (hash, Some(user)),
@@ -188,14 +280,20 @@ impl Authenticator {
         };
         let key = self.shared.keyer.key(user, password, stored.as_str());
 
-        if let Some(user) = known.filter(|_| self.shared.cache.contains(&key, Instant::now())) {
-            return Verdict::Granted { user: user.clone() };
+        if let Some(user) = known {
+            if let Some(expiry) = self.shared.cache.expiry(&key, now) {
+                let user = user.clone();
+                if let Some((memo, value)) = memo {
+                    memo.remember(value, Guard::into_inner(table), user.clone(), expiry);
+                }
+                return Verdict::Granted { user };
+            }
         }
         // Only a miss needs its own copy of the hash and user (the table may be swapped meanwhile).
         let stored = stored.clone();
         let known = known.cloned();
-        drop(table);
-        if let Some(retry_after) = self.limiter.limited(client, Instant::now()) {
+        let table = Guard::into_inner(table);
+        if let Some(retry_after) = self.limiter.limited(client, now) {
             return Verdict::Limited { retry_after };
         }
 
@@ -214,6 +312,11 @@ impl Authenticator {
         match known.filter(|_| matched) {
             Some(user) => {
                 self.limiter.clear(client);
+                if let Some((memo, value)) = memo.filter(|_| self.shared.cache.enabled()) {
+                    // The cache's entry was made after `now`: it expires no earlier.
+                    let expiry = now + self.shared.cache.ttl();
+                    memo.remember(value, table, user.clone(), expiry);
+                }
                 Verdict::Granted { user }
             }
             None => {
@@ -493,6 +596,111 @@ mod tests {
             );
         }
         assert_eq!(auth.hash_count(), 1);
+    }
+
+    async fn remembered(
+        auth: &Authenticator,
+        value: &HeaderValue,
+        memo: &mut GrantMemo,
+    ) -> Verdict {
+        auth.check_basic_remembered(Some(value), CLIENT, memo).await
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_granted_its_own_value_again_without_the_cache() {
+        let settings = AuthSettings {
+            cache_capacity: 1,
+            ..AuthSettings::default()
+        };
+        let table = bcrypt_table(&[("alice", "pw"), ("bob", "pw")], 4);
+        let auth = Authenticator::new(settings, table);
+        let (mut alices, mut bobs) = (GrantMemo::default(), GrantMemo::default());
+        let alice = basic("alice", "pw");
+        assert_eq!(
+            remembered(&auth, &alice, &mut alices).await,
+            granted("alice")
+        );
+        // Bob's grant takes the cache's only place.
+        let bob = basic("bob", "pw");
+        assert_eq!(remembered(&auth, &bob, &mut bobs).await, granted("bob"));
+        assert_eq!(auth.hash_count(), 2);
+        // Alice's connection still holds her grant.
+        assert_eq!(
+            remembered(&auth, &alice, &mut alices).await,
+            granted("alice")
+        );
+        assert_eq!(auth.hash_count(), 2);
+        // Another value on her connection is checked in full, and does not replace the grant.
+        let wrong = basic("alice", "nope");
+        assert_eq!(
+            remembered(&auth, &wrong, &mut alices).await,
+            Verdict::Denied
+        );
+        assert_eq!(auth.hash_count(), 3);
+        assert_eq!(
+            remembered(&auth, &alice, &mut alices).await,
+            granted("alice")
+        );
+        assert_eq!(auth.hash_count(), 3);
+        // A connection without a memo asks the cache, which no longer holds her.
+        assert_eq!(
+            auth.check_basic(Some(&alice), CLIENT).await,
+            granted("alice")
+        );
+        assert_eq!(auth.hash_count(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_new_user_table_ends_every_connections_grant() {
+        let auth = Authenticator::new(AuthSettings::default(), bcrypt_table(&[("alice", "pw")], 4));
+        let mut memo = GrantMemo::default();
+        let alice = basic("alice", "pw");
+        assert_eq!(remembered(&auth, &alice, &mut memo).await, granted("alice"));
+        // Her password changed.
+        auth.replace_table(bcrypt_table(&[("alice", "new")], 4));
+        assert_eq!(remembered(&auth, &alice, &mut memo).await, Verdict::Denied);
+        // The same table again, in a new load: still no.
+        auth.replace_table(bcrypt_table(&[("alice", "new")], 4));
+        assert_eq!(remembered(&auth, &alice, &mut memo).await, Verdict::Denied);
+        let new = basic("alice", "new");
+        assert_eq!(remembered(&auth, &new, &mut memo).await, granted("alice"));
+        // She was removed.
+        auth.replace_table(bcrypt_table(&[("bob", "pw")], 4));
+        assert_eq!(remembered(&auth, &new, &mut memo).await, Verdict::Denied);
+    }
+
+    #[tokio::test]
+    async fn a_grant_is_remembered_no_longer_than_the_cache_would_remember_it() {
+        let settings = AuthSettings {
+            cache_ttl: Duration::from_millis(200),
+            ..AuthSettings::default()
+        };
+        let auth = Authenticator::new(settings, bcrypt_table(&[("alice", "pw")], 4));
+        let mut memo = GrantMemo::default();
+        let alice = basic("alice", "pw");
+        for _ in 0..3 {
+            assert_eq!(remembered(&auth, &alice, &mut memo).await, granted("alice"));
+        }
+        assert_eq!(auth.hash_count(), 1);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(remembered(&auth, &alice, &mut memo).await, granted("alice"));
+        assert_eq!(
+            auth.hash_count(),
+            2,
+            "re-verified once the cache's entry expired"
+        );
+
+        // Without a cache nothing is remembered.
+        let settings = AuthSettings {
+            cache_capacity: 0,
+            ..AuthSettings::default()
+        };
+        let auth = Authenticator::new(settings, bcrypt_table(&[("alice", "pw")], 4));
+        let mut memo = GrantMemo::default();
+        for n in 1..=2 {
+            assert_eq!(remembered(&auth, &alice, &mut memo).await, granted("alice"));
+            assert_eq!(auth.hash_count(), n);
+        }
     }
 
     #[tokio::test]

@@ -104,20 +104,35 @@ impl SuccessCache {
 
     /// Whether `key` was verified less than `ttl` ago.
     pub(crate) fn contains(&self, key: &CredentialKey, now: Instant) -> bool {
+        self.expiry(key, now).is_some()
+    }
+
+    /// When the entry for `key` expires, if it has not yet.
+    pub(crate) fn expiry(&self, key: &CredentialKey, now: Instant) -> Option<Instant> {
         let mut entries = lock(&self.entries);
         match entries.get(key) {
-            Some(made) if now.saturating_duration_since(*made) < self.ttl => true,
+            Some(made) if now.saturating_duration_since(*made) < self.ttl => Some(*made + self.ttl),
             Some(_) => {
                 entries.remove(key);
-                false
+                None
             }
-            None => false,
+            None => None,
         }
+    }
+
+    /// Whether successes are remembered at all.
+    pub(crate) fn enabled(&self) -> bool {
+        self.capacity > 0 && !self.ttl.is_zero()
+    }
+
+    /// How long a success is remembered.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// Records a successful verification made at `now`.
     pub(crate) fn insert(&self, key: CredentialKey, now: Instant) {
-        if self.capacity == 0 || self.ttl.is_zero() {
+        if !self.enabled() {
             return;
         }
         let mut entries = lock(&self.entries);

@@ -18,7 +18,7 @@ pub mod passwd;
 mod shacrypt;
 pub mod vast;
 
-pub use authenticator::{AuthSettings, Authenticator, ReloadReport, Verdict};
+pub use authenticator::{AuthSettings, Authenticator, GrantMemo, ReloadReport, Verdict};
 pub use basic::{challenge_header, BasicCredentials, MAX_PASSWORD_LEN};
 pub use hash::{HashError, Scheme, StoredHash};
 pub use htpasswd::{load_file, parse, LineProblem, LoadError, ProblemKind, User, UserTable};

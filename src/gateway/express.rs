@@ -29,6 +29,7 @@ use super::handler::{Answer, ConnInfo};
 use super::pool::RequestBody;
 use super::wire::{self, ClientHead, Outgoing};
 use super::Gateway;
+use crate::auth::GrantMemo;
 
 /// Bytes read from a client at a time.
 const READ_CHUNK: usize = 8 * 1024;
@@ -60,6 +61,8 @@ pub async fn serve<I>(
     // Waited on across requests: made once, not with every request's wait.
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
+    // The connection's last grant of Basic credentials: its next request sends the same.
+    let mut memo = GrantMemo::default();
     loop {
         deadline.set(Instant::now() + header_timeout);
         let (parts, close) = loop {
@@ -99,7 +102,7 @@ pub async fn serve<I>(
             own_codec: true,
             ..conn
         };
-        let exchange = std::pin::pin!(gateway.clone().handle(own, req));
+        let exchange = std::pin::pin!(gateway.clone().handle(own, req, Some(&mut memo)));
         let handled = watching(&mut io, &mut buf, exchange).await;
         let Some(answer) = handled else {
             // The client went away: like hyper, drop the exchange (and its upstream request).

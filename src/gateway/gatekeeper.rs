@@ -18,7 +18,7 @@ use super::rewrite::{Rewrite, Slot};
 use super::Body;
 use crate::auth::{
     is_browser_navigation, remove_user_file, strip_token_query, upsert_user_file, AuthSettings,
-    Authenticator, User, VastToken, Verdict, DEFAULT_BCRYPT_COST,
+    Authenticator, GrantMemo, User, VastToken, Verdict, DEFAULT_BCRYPT_COST,
 };
 use crate::config::{AuthMode, Config, Route};
 
@@ -173,8 +173,9 @@ impl Gatekeeper {
         self.basic.as_ref().map(|b| &b.auth)
     }
 
-    /// Decides whether a request to a protected path may pass.
-    pub async fn admit(&self, request: &Knock<'_>) -> Admission {
+    /// Decides whether a request to a protected path may pass. `memo`: the client connection's
+    /// last grant of Basic credentials, where the connection keeps one.
+    pub async fn admit(&self, request: &Knock<'_>, memo: Option<&mut GrantMemo>) -> Admission {
         let Knock {
             headers,
             path,
@@ -238,11 +239,17 @@ impl Gatekeeper {
         let Some(basic) = &self.basic else {
             return pass(None); // unreachable: Basic mode always builds one
         };
-        match basic
-            .auth
-            .check_basic(headers.get(header::AUTHORIZATION), client)
-            .await
-        {
+        let authorization = headers.get(header::AUTHORIZATION);
+        let verdict = match memo {
+            Some(memo) => {
+                let check = basic
+                    .auth
+                    .check_basic_remembered(authorization, client, memo);
+                check.await
+            }
+            None => basic.auth.check_basic(authorization, client).await,
+        };
+        match verdict {
             Verdict::Granted { user } => pass(Some(user)),
             Verdict::Denied => Admission::Answer(unauthorized(audience)),
             Verdict::Limited { retry_after } => Admission::Answer(pages::problem(

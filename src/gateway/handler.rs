@@ -23,6 +23,7 @@ use super::router::{is_public, RouteMatch};
 use super::verbatim::Verbatim;
 use super::{portal, programs, vast_portal};
 use super::{Body, Gateway, Snapshot};
+use crate::auth::GrantMemo;
 use crate::config::Route;
 
 /// What the gateway knows about the connection a request came on.
@@ -50,8 +51,15 @@ pub struct Answer {
 const RETRY_SECS: u32 = 5;
 
 impl Gateway {
-    /// Serves one request; never fails (every problem becomes a response).
-    pub async fn handle(self: Arc<Self>, conn: ConnInfo, req: Request<RequestBody>) -> Answer {
+    /// Serves one request; never fails (every problem becomes a response). `memo`: the client
+    /// connection's last grant of Basic credentials, where the connection keeps one (the
+    /// gateway's own codec does).
+    pub async fn handle(
+        self: Arc<Self>,
+        conn: ConnInfo,
+        req: Request<RequestBody>,
+        memo: Option<&mut GrantMemo>,
+    ) -> Answer {
         // Only a written line has a duration.
         let started = self.log.enabled().then(Instant::now);
         let snapshot = self.snapshot.load_full();
@@ -104,6 +112,7 @@ impl Gateway {
                 &request_id,
                 &mut record,
                 &mut kept,
+                memo,
             )
             .await;
         match kept.as_mut() {
@@ -138,6 +147,7 @@ impl Gateway {
         request_id: &HeaderValue,
         record: &mut Record,
         kept: &mut Option<Box<Verbatim>>,
+        memo: Option<&mut GrantMemo>,
     ) -> Response<Body> {
         let uri = req.uri().clone();
         let audience = Audience::of(req.headers(), snapshot.gatekeeper.default_password);
@@ -184,15 +194,18 @@ impl Gateway {
         if !is_public(&gateway.public, &path) {
             let admission = snapshot
                 .gatekeeper
-                .admit(&Knock {
-                    headers: req.headers(),
-                    path: &path,
-                    query: uri.query(),
-                    client: record.client,
-                    trusted_peer: trusted,
-                    secure: conn.proto == "https",
-                    audience,
-                })
+                .admit(
+                    &Knock {
+                        headers: req.headers(),
+                        path: &path,
+                        query: uri.query(),
+                        client: record.client,
+                        trusted_peer: trusted,
+                        secure: conn.proto == "https",
+                        audience,
+                    },
+                    memo,
+                )
                 .await;
             match admission {
                 Admission::Pass {

@@ -322,7 +322,7 @@ pub(super) async fn serve_hyper<I>(
     let service = service_fn(move |req| {
         let gw = gateway.clone();
         let req = req.map(RequestBody::from_client);
-        async move { Ok::<_, std::convert::Infallible>(gw.handle(conn_info, req).await.resp) }
+        async move { Ok::<_, std::convert::Infallible>(gw.handle(conn_info, req, None).await.resp) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
