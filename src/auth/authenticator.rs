@@ -71,8 +71,8 @@ pub enum Verdict {
 /// connection. Found here again, under the same user table and before the success cache's entry
 /// for it expires, it is granted without being decoded or keyed again: what the cache would
 /// answer, for less. A connection keeps its own, so it only ever holds what that connection
-/// itself sent and was granted; another value (another user on a shared proxy connection) takes
-/// the full way and replaces it.
+/// itself sent and was granted; another value (a wrong password, another user on a shared proxy
+/// connection) takes the full way, and replaces it only if it is granted itself.
 #[derive(Default)]
 pub struct GrantMemo {
     last: Option<Grant>,
@@ -289,7 +289,8 @@ impl Authenticator {
                 return Verdict::Granted { user };
             }
         }
-        // Only a miss needs its own copy of the hash and user (the table may be swapped meanwhile).
+        // Only a miss waits: it takes its own copies of the hash and the user, and the table as
+        // an `Arc` (a guard is not held across a wait; the table may be swapped meanwhile).
         let stored = stored.clone();
         let known = known.cloned();
         let table = Guard::into_inner(table);

@@ -116,11 +116,10 @@ pub struct Outgoing<'a> {
 }
 
 /// Turns the client's request head into the upstream's: origin-form URI and HTTP/1.1 in place,
-/// and the header rules into `plan`, the [`Rewrite`] of the client's fields (made from these
-/// `parts`' headers): Host as the client sent it (the
-/// upstream's address if it sent none), forwarding headers, no hop-by-hop headers, one
-/// `Content-Length` and one `Cookie` at most. (The gatekeeper's scrub adds its part to the plan:
-/// the credentials the gateway consumed go.)
+/// and the header rules into `plan`, the [`Rewrite`] made from these `parts`' headers: Host as
+/// the client sent it (the upstream's address if it sent none), forwarding headers, no
+/// hop-by-hop headers, one `Content-Length` and one `Cookie` at most. (The gatekeeper's scrub
+/// adds its part to the plan: the credentials the gateway consumed go.)
 pub fn prepare(
     parts: &mut http::request::Parts,
     out: &Outgoing<'_>,

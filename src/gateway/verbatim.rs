@@ -6,7 +6,8 @@
 //! [`super::wire`] keeps such fields where they lie in the upstream's head ([`Verbatim`], carried
 //! beside the response: in the upstream's body until the answer is shaped, then handed to the
 //! codec with the answer) instead of building a `HeaderMap` that would only be written out again,
-//! and the codec writes them to the client straight from there, with the gateway's request id. An answer that is to be compressed is first [`settle`]d into the header map, to the same
+//! and the codec writes them to the client straight from there, with the gateway's request id.
+//! An answer that is to be compressed is first [`settle`]d into the header map, to the same
 //! result the map would have had. Answers that hyper's server writes (HTTP/2, a connection hyper
 //! took over) are never kept.
 //!
