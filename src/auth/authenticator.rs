@@ -105,15 +105,8 @@ impl GrantMemo {
         user: User,
         expiry: Instant,
     ) {
-        let mut kept = self
-            .last
-            .take()
-            .map(|g| g.authorization)
-            .unwrap_or_default();
-        kept.clear();
-        kept.extend_from_slice(authorization);
         self.last = Some(Grant {
-            authorization: kept,
+            authorization: authorization.to_vec(),
             table,
             user,
             expiry,
