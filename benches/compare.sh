@@ -5,6 +5,10 @@
 #   benches/compare.sh              # everything, W1-W10: the two below, then h2, streams,
 #                                   # startup and compress (~12 minutes)
 #   benches/compare.sh throughput   # only W1-W4
+#   benches/compare.sh paired       # W1-W3 as paired rounds: nginx (auth off), vastgate-bcrypt
+#                                   # and vastgate (auth off) one after another in each round,
+#                                   # their order turning; each round's ratios, their medians
+#                                   # and how many rounds met each target (~6 minutes)
 #   benches/compare.sh flood        # only W8
 #   benches/compare.sh h2           # HTTP/2 over TLS with h2load (benches/h2.sh)
 #   benches/compare.sh streams      # W5-W7: WebSockets, 2 GiB up/down, SSE (benches/streams.sh)
@@ -23,8 +27,8 @@
 # checks a password can beat it; where a target asks for more than the relay reaches, no proxy
 # can meet it on this machine.
 #
-# Environment (defaults in brackets): DURATION seconds per wrk run [5], ROUNDS [2] (the table
-# shows the mean and the spread between rounds), CONNECTIONS [50], FLOOD_DURATION seconds [10],
+# Environment (defaults in brackets): DURATION seconds per wrk run [5], ROUNDS [2; 10 when
+# paired] (the table shows the mean and the spread between rounds), CONNECTIONS [50], FLOOD_DURATION seconds [10],
 # PROXY_CPU [1], LOAD_CPUS [unset: wrk, the flood client and the upstream run unpinned; e.g. 0
 # keeps them off the proxies' core on a small machine], VASTGATE_TARGET [unset: the host's
 # `cargo build --release`; x86_64-unknown-linux-musl measures the image's static binary, which
@@ -39,7 +43,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODE=${1:-all}
 DURATION=${DURATION:-5}
-ROUNDS=${ROUNDS:-2}
+if [[ $MODE = paired ]]; then
+    ROUNDS=${ROUNDS:-10}
+else
+    ROUNDS=${ROUNDS:-2}
+fi
 CONNECTIONS=${CONNECTIONS:-50}
 FLOOD_DURATION=${FLOOD_DURATION:-10}
 PROXY_CPU=${PROXY_CPU:-1}
@@ -49,14 +57,14 @@ BENCH_PASSWORD="bench-$RANDOM$RANDOM"
 UPSTREAM_BODY="hello from the upstream"
 
 case $MODE in
-all | throughput | flood) ;;
+all | throughput | flood | paired) ;;
 h2 | streams | startup | compress) exec "$(dirname "${BASH_SOURCE[0]}")/$MODE.sh" ;;
 -h | --help)
     sed -n '2,/^$/s/^# \{0,1\}//p' "$0"
     exit 0
     ;;
 *)
-    echo "usage: $0 [all|throughput|flood|h2|streams|startup|compress]" >&2
+    echo "usage: $0 [all|throughput|paired|flood|h2|streams|startup|compress]" >&2
     exit 2
     ;;
 esac
@@ -87,12 +95,12 @@ cd "$ROOT"
 echo "== building (cargo build --release --locked; the flood client and the bare relay)" >&2
 build_vastgate
 FLOOD=
-if [[ $MODE != throughput ]]; then
+if [[ $MODE = all || $MODE = flood ]]; then
     build_bench auth_flood
     FLOOD=$BENCH_EXE
 fi
 RELAY=
-if [[ $MODE != flood ]]; then
+if [[ $MODE = all || $MODE = throughput ]]; then
     build_bench streams
     RELAY=$BENCH_EXE
 fi
@@ -340,16 +348,22 @@ versions() {
 
 # --- start everything ----------------------------------------------------------------------------
 start_upstream
-start_nginx nginx off
-start_nginx nginx-apr1 "$WORK/htpasswd.apr1"
-start_nginx nginx-bcrypt "$WORK/htpasswd.bcrypt"
-start_caddy caddy off
-start_caddy caddy-bcrypt bcrypt
-start_vastgate vastgate none off
-start_vastgate vastgate-bcrypt basic off
-start_vastgate vastgate-log none file
-start_vastgate vastgate-log-bcrypt basic file
-[[ -n $RELAY ]] && start_relay
+if [[ $MODE = paired ]]; then
+    start_nginx nginx off
+    start_vastgate vastgate none off
+    start_vastgate vastgate-bcrypt basic off
+else
+    start_nginx nginx off
+    start_nginx nginx-apr1 "$WORK/htpasswd.apr1"
+    start_nginx nginx-bcrypt "$WORK/htpasswd.bcrypt"
+    start_caddy caddy off
+    start_caddy caddy-bcrypt bcrypt
+    start_vastgate vastgate none off
+    start_vastgate vastgate-bcrypt basic off
+    start_vastgate vastgate-log none file
+    start_vastgate vastgate-log-bcrypt basic file
+    [[ -n $RELAY ]] && start_relay
+fi
 
 echo "== checking every target (401 without credentials, 200 with them)" >&2
 for name in "${TARGETS[@]}"; do
@@ -365,7 +379,7 @@ versions | tee "$WORK/versions.txt"
 echo
 
 # --- W1-W4 -------------------------------------------------------------------------------------
-if [[ $MODE != flood ]]; then
+if [[ $MODE = all || $MODE = throughput ]]; then
     : >"$WORK/results.tsv"
     for round in $(seq "$ROUNDS"); do
         for name in "${TARGETS[@]}"; do
@@ -445,8 +459,77 @@ if [[ $MODE != flood ]]; then
     echo
 fi
 
+# --- W1-W3 in paired rounds -------------------------------------------------------------------------
+# Runs minutes apart meet different machines: here the three are measured within half a minute
+# of each other, in every round, each taking its turn to go first.
+if [[ $MODE = paired ]]; then
+    : >"$WORK/results.tsv"
+    PAIRED=(nginx vastgate-bcrypt vastgate)
+    for round in $(seq "$ROUNDS"); do
+        for i in 0 1 2; do
+            name=${PAIRED[$(((round + i) % 3))]}
+            echo "== round $round/$ROUNDS: $name" >&2
+            run_wrk "$name" "$CONNECTIONS" "$round"
+            run_wrk "$name" 1 "$round"
+        done
+    done
+    awk -F'\t' -v conns="$CONNECTIONS" '
+    {
+        k = $1 SUBSEP $2 SUBSEP ($3 == conns ? "c" : "1")
+        rps[k] = $4; p50[k] = $6; p99[k] = $7
+        cpu[k] = $5 > 0 ? $8 / $5 : 0
+        if ($1 > rounds) rounds = $1
+    }
+    function r(a, round, t, c, d) { d = a[round, "nginx", c]; return d > 0 ? a[round, t, c] / d : 0 }
+    function median(a, n,    i, j, v, s) {
+        for (i = 1; i <= n; i++) s[i] = a[i]
+        for (i = 2; i <= n; i++) { v = s[i]; for (j = i - 1; j >= 1 && s[j] > v; j--) s[j + 1] = s[j]; s[j + 1] = v }
+        return n % 2 ? s[(n + 1) / 2] : (s[n / 2] + s[n / 2 + 1]) / 2
+    }
+    function lowest(a, n,    i, m) { m = a[1]; for (i = 2; i <= n; i++) if (a[i] < m) m = a[i]; return m }
+    function highest(a, n,    i, m) { m = a[1]; for (i = 2; i <= n; i++) if (a[i] > m) m = a[i]; return m }
+    function count(a, n, at_least,    i, k) {
+        for (i = 1; i <= n; i++) if (at_least ? a[i] >= 1 : a[i] <= 1) k++
+        return k + 0
+    }
+    function line(what, a, at_least, bound,    m, ok) {
+        m = median(a, rounds)
+        # (In awk a bare ">" among print arguments redirects the output: decide first.)
+        ok = at_least ? m >= bound : m <= bound
+        printf "%s: median %.2fx (%.2f-%.2f) [%s %s: %s]; met in %d of %d rounds\n", what, m,
+            lowest(a, rounds), highest(a, rounds), at_least ? ">=" : "<=", bound,
+            ok ? "met" : "MISSED", count(a, rounds, at_least), rounds
+    }
+    END {
+        printf "%5s %9s %9s %9s %7s %9s %6s %8s %8s %8s %8s\n", "round", "nginx", "vg-bcrypt",
+            "vastgate", "W1 x", "CPU/req x", "W2 x", "1c p50", "W3 p50 x", "1c p99", "W3 p99 x"
+        vb = "vastgate-bcrypt"
+        for (i = 1; i <= rounds; i++) {
+            w1[i] = r(rps, i, vb, "c"); cx[i] = r(cpu, i, vb, "c")
+            w2[i] = rps[i, "vastgate", "c"] > 0 ? rps[i, vb, "c"] / rps[i, "vastgate", "c"] : 0
+            # 0.9x its own auth-off figure is the target: W2 below counts rounds at >= 1 of w2 / 0.9.
+            w2n[i] = w2[i] / 0.9
+            w3a[i] = r(p50, i, vb, "1"); w3b[i] = r(p99, i, vb, "1")
+            printf "%5d %9.0f %9.0f %9.0f %7.2f %9.2f %6.2f %8.0f %8.2f %8.0f %8.2f\n", i,
+                rps[i, "nginx", "c"], rps[i, vb, "c"], rps[i, "vastgate", "c"], w1[i], cx[i], w2[i],
+                p50[i, vb, "1"], w3a[i], p99[i, vb, "1"], w3b[i]
+        }
+        print ""
+        line("W1 vastgate-bcrypt req/s over nginx (auth off), each round", w1, 1, "1.0")
+        printf "   CPU per request over nginx'"'"'s: median %.2fx (%.2f-%.2f); below it in %d of %d rounds\n",
+            median(cx, rounds), lowest(cx, rounds), highest(cx, rounds), count(cx, rounds, 0), rounds
+        w2ok = median(w2, rounds) >= 0.9
+        printf "W2 vastgate-bcrypt over vastgate (auth off): median %.2fx (%.2f-%.2f) [>= 0.9: %s]; met in %d of %d rounds\n",
+            median(w2, rounds), lowest(w2, rounds), highest(w2, rounds),
+            w2ok ? "met" : "MISSED", count(w2n, rounds, 1), rounds
+        line("W3 vastgate-bcrypt 1-connection p50 over nginx (auth off)", w3a, 0, "1.0")
+        line("W3 vastgate-bcrypt 1-connection p99 over nginx (auth off)", w3b, 0, "1.0")
+    }' "$WORK/results.tsv" | tee "$WORK/paired.txt"
+    echo
+fi
+
 # --- W8: the wrong-password flood ------------------------------------------------------------------
-if [[ $MODE != throughput ]]; then
+if [[ $MODE = all || $MODE = flood ]]; then
     : >"$WORK/flood.tsv"
     for name in vastgate-bcrypt nginx-apr1 nginx-bcrypt caddy-bcrypt; do
         for sources in 1 50; do
