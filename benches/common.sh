@@ -58,6 +58,11 @@ pids_of() { # a target's processes: the one we started and its children (nginx's
     pgrep -P "$1" || true
 }
 
+core_ticks() { # core_ticks CPU: "idle total" clock ticks of that CPU so far (/proc/stat; idle
+    # counts iowait too)
+    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print $5 + $6, t }' /proc/stat
+}
+
 cpu_ticks() { # utime + stime of the target's processes (all threads), in clock ticks
     local pid sum=0 t
     for pid in $(pids_of "$1"); do

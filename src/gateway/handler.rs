@@ -401,6 +401,7 @@ impl Gateway {
 }
 
 /// The page for an upstream that gave no usable answer.
+#[cold]
 fn upstream_problem(route: &Route, error: &UpstreamError, audience: Audience) -> Response<Body> {
     let (status, title, detail) = match error {
         UpstreamError::Unreachable(why) => (

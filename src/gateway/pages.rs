@@ -76,6 +76,7 @@ pub struct Problem<'a> {
 }
 
 /// An error answer shaped for the client: HTML for browsers, JSON for others.
+#[cold]
 pub fn problem(audience: Audience, p: Problem<'_>) -> Response<Body> {
     problem_with(audience, p, &Extra::default())
 }
@@ -89,6 +90,7 @@ pub struct Extra {
 }
 
 /// [`problem`] with more to show.
+#[cold]
 pub fn problem_with(audience: Audience, p: Problem<'_>, extra: &Extra) -> Response<Body> {
     let status = if audience.cloudflare && p.status.is_server_error() {
         StatusCode::OK
@@ -172,6 +174,7 @@ pub fn escape(s: &str) -> String {
 }
 
 /// A redirect that keeps the method (307) to `location`.
+#[cold]
 pub fn redirect(location: &str) -> Response<Body> {
     let mut resp = empty(StatusCode::TEMPORARY_REDIRECT);
     match HeaderValue::from_str(location) {
@@ -185,6 +188,7 @@ pub fn redirect(location: &str) -> Response<Body> {
 
 /// `/portal-resolver` in Vast's portal mode: public, and readable from any origin (Vast's portal
 /// page polls it to see that the instance answers).
+#[cold]
 pub fn portal_resolver() -> Response<Body> {
     let mut resp = full(StatusCode::OK, "application/json", "{\"status\":\"ok\"}\n");
     resp.headers_mut().insert(
@@ -195,6 +199,7 @@ pub fn portal_resolver() -> Response<Body> {
 }
 
 /// `GET /healthz`: the gateway itself is up.
+#[cold]
 pub fn healthz() -> Response<Body> {
     full(StatusCode::OK, "application/json", "{\"status\":\"ok\"}\n")
 }

@@ -13,6 +13,7 @@ use crate::vast;
 pub const PREFIX: &str = "/_vastgate/";
 
 /// Answers a request under [`PREFIX`].
+#[cold]
 pub fn answer(
     gateway: &Gateway,
     snapshot: &Snapshot,

@@ -25,19 +25,12 @@ use super::wire::{self, digits, Span};
 /// The most fields an answer kept verbatim may have; one with more gets a map.
 const MOST: usize = 24;
 
-/// Where one field kept lies in the head.
-#[derive(Clone, Copy, Default)]
-struct Field {
-    name: (u32, u32),
-    value: (u32, u32),
-}
-
 /// The fields of an upstream's answer that go on to the client unchanged, as spans of its head.
 /// Hop-by-hop `Connection: keep-alive` / `Keep-Alive` are already left out.
 #[derive(Clone)]
 pub struct Verbatim {
     head: Bytes,
-    fields: [Field; MOST],
+    fields: [Span; MOST],
     count: usize,
     /// The answer's `Content-Length`, one plain number.
     pub length: Option<u64>,
@@ -84,35 +77,35 @@ fn kind(name: &[u8]) -> Kind {
 
 impl Verbatim {
     /// The fields of a head (spans parsed from `head`, so names and values are valid), if the
-    /// gateway's header rules leave all of them as they are.
+    /// gateway's header rules leave all of them as they are. Boxed from the start: built on the
+    /// stack, it would be copied into its box.
     pub(super) fn scan(
         head: &Bytes,
         spans: &[Span],
         status: StatusCode,
         version: Version,
-    ) -> Option<Verbatim> {
+    ) -> Option<Box<Verbatim>> {
         // HTTP/1.0 answers and those without a body by status have rules of their own.
         if version != Version::HTTP_11
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
             || spans.len() > MOST
-            || head.len() > u32::MAX as usize
         {
             return None;
         }
-        let mut kept = Verbatim {
+        let mut kept = Box::new(Verbatim {
             head: head.clone(),
-            fields: [Field::default(); MOST],
+            fields: [Span::default(); MOST],
             count: 0,
             length: None,
             close: false,
             dated: false,
             request_id: None,
-        };
+        });
         for span in spans {
-            let value = &head[span.value.0..span.value.1];
-            match kind(&head[span.name.0..span.name.1]) {
+            let value = &head[span.value_range()];
+            match kind(span.name_in(head)) {
                 Kind::Plain => {}
                 Kind::Connection => {
                     for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
@@ -139,10 +132,7 @@ impl Verbatim {
                 Kind::Date => kept.dated = true,
                 Kind::Ruled => return None,
             }
-            kept.fields[kept.count] = Field {
-                name: (span.name.0 as u32, span.name.1 as u32),
-                value: (span.value.0 as u32, span.value.1 as u32),
-            };
+            kept.fields[kept.count] = *span;
             kept.count += 1;
         }
         Some(kept)
@@ -150,12 +140,9 @@ impl Verbatim {
 
     /// The fields kept, as (name, value).
     pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.fields[..self.count].iter().map(|f| {
-            (
-                &self.head[f.name.0 as usize..f.name.1 as usize],
-                &self.head[f.value.0 as usize..f.value.1 as usize],
-            )
-        })
+        self.fields[..self.count]
+            .iter()
+            .map(|f| (f.name_in(&self.head), &self.head[f.value_range()]))
     }
 
     /// Appends the fields as `name: value` lines, the request id last.
@@ -170,10 +157,7 @@ impl Verbatim {
 
     /// The fields as a header map, followed by those of `after`.
     fn into_map(self, after: HeaderMap) -> HeaderMap {
-        let spans = self.fields[..self.count].iter().map(|f| Span {
-            name: (f.name.0 as usize, f.name.1 as usize),
-            value: (f.value.0 as usize, f.value.1 as usize),
-        });
+        let spans = self.fields[..self.count].iter().copied();
         // Names and values were checked by the parser against the rules `http` has.
         let mut map = match wire::header_map(&self.head, spans, after.len() + 1) {
             Ok(map) => map,

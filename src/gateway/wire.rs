@@ -106,13 +106,15 @@ pub fn parse_response(
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        let spans = Spans::of(buf, resp.headers);
+        let (mut few, mut many) = ([Span::default(); FEW], Vec::new());
+        let spans =
+            spans_of(buf, resp.headers, &mut few, &mut many).ok_or(WireError::HeadTooLarge)?;
         let head = buf.split_to(len).freeze();
         let mut parts = http::Response::new(()).into_parts().0;
         parts.status = status;
         parts.version = version;
         let kept = keep_fields
-            .then(|| Verbatim::scan(&head, spans.as_slice(), status, version))
+            .then(|| Verbatim::scan(&head, spans, status, version))
             .flatten();
         if let Some(kept) = kept {
             let framing = match kept.length {
@@ -127,11 +129,11 @@ pub fn parse_response(
                 parts,
                 framing,
                 keep_alive,
-                kept: Some(Box::new(kept)),
+                kept: Some(kept),
             }));
         }
         // The gateway adds a request id to an answer.
-        let headers = header_map(&head, spans.as_slice().iter().copied(), 1)?;
+        let headers = header_map(&head, spans.iter().copied(), 1)?;
 
         let connection = http::header::CONNECTION;
         let mut keep_alive = !has_token(&headers, &connection, "close")
@@ -244,12 +246,14 @@ pub fn parse_request(buf: &mut BytesMut) -> ClientHead {
     };
     let target_at = target.as_ptr() as usize - buf.as_ptr() as usize;
     let target_len = target.len();
-    let spans = Spans::of(buf, req.headers);
+    let (mut few, mut many) = ([Span::default(); FEW], Vec::new());
+    let Some(spans) = spans_of(buf, req.headers, &mut few, &mut many) else {
+        return ClientHead::Other;
+    };
     let head = buf.split_to(len).freeze();
     let uri = http::Uri::from_maybe_shared(head.slice(target_at..target_at + target_len));
     // No room for more: the gateway's own fields are written beside the map (`Rewrite`).
-    let (Ok(uri), Ok(headers)) = (uri, header_map(&head, spans.as_slice().iter().copied(), 0))
-    else {
+    let (Ok(uri), Ok(headers)) = (uri, header_map(&head, spans.iter().copied(), 0)) else {
         // Put the head back: hyper answers it.
         let mut back = BytesMut::from(&head[..]);
         back.extend_from_slice(buf);
@@ -264,51 +268,57 @@ pub fn parse_request(buf: &mut BytesMut) -> ClientHead {
     ClientHead::Plain { parts, close }
 }
 
-/// Where a header's name and value lie in the buffer it was parsed from.
+/// Where a header's name and value lie in the buffer it was parsed from (offsets: heads are
+/// far smaller than 4 GiB, [`spans_of`] makes sure).
 #[derive(Clone, Copy, Default)]
 pub(super) struct Span {
-    pub name: (usize, usize),
-    pub value: (usize, usize),
+    pub name: (u32, u32),
+    pub value: (u32, u32),
 }
 
-/// Header spans, on the stack for the usual few headers.
-#[allow(clippy::large_enum_variant)] // the point: no allocation for the usual case
-enum Spans {
-    Few([Span; FEW], usize),
-    Many(Vec<Span>),
+impl Span {
+    pub fn name_in<'a>(&self, head: &'a [u8]) -> &'a [u8] {
+        &head[self.name.0 as usize..self.name.1 as usize]
+    }
+
+    pub fn value_range(&self) -> std::ops::Range<usize> {
+        self.value.0 as usize..self.value.1 as usize
+    }
 }
 
 /// Headers most messages stay within.
 const FEW: usize = 24;
 
-impl Spans {
-    /// The spans of `headers`, parsed from `buf`.
-    fn of(buf: &[u8], headers: &[httparse::Header<'_>]) -> Spans {
-        let base = buf.as_ptr() as usize;
-        let span = |h: &httparse::Header<'_>| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            Span {
-                name: (name, name + h.name.len()),
-                value: (value, value + h.value.len()),
-            }
-        };
-        if headers.len() > FEW {
-            return Spans::Many(headers.iter().map(span).collect());
-        }
-        let mut few = [Span::default(); FEW];
-        for (h, slot) in headers.iter().zip(few.iter_mut()) {
-            *slot = span(h);
-        }
-        Spans::Few(few, headers.len())
+/// The spans of `headers`, parsed from `buf`: in `few` for the usual few headers, else in
+/// `many`. Filled where they lie: an array returned would be copied on its way (twice). `None`
+/// for a buffer too large for the offsets.
+fn spans_of<'s>(
+    buf: &[u8],
+    headers: &[httparse::Header<'_>],
+    few: &'s mut [Span; FEW],
+    many: &'s mut Vec<Span>,
+) -> Option<&'s [Span]> {
+    if buf.len() > u32::MAX as usize {
+        return None;
     }
-
-    fn as_slice(&self) -> &[Span] {
-        match self {
-            Spans::Few(few, n) => &few[..*n],
-            Spans::Many(many) => many,
+    let base = buf.as_ptr() as usize;
+    // Within `buf`, so below u32::MAX.
+    let at = |part: &[u8]| (part.as_ptr() as usize - base) as u32;
+    let span = |h: &httparse::Header<'_>| {
+        let (name, value) = (at(h.name.as_bytes()), at(h.value));
+        Span {
+            name: (name, name + h.name.len() as u32),
+            value: (value, value + h.value.len() as u32),
         }
+    };
+    if headers.len() > FEW {
+        many.extend(headers.iter().map(span));
+        return Some(many);
     }
+    for (h, slot) in headers.iter().zip(few.iter_mut()) {
+        *slot = span(h);
+    }
+    Some(&few[..headers.len()])
 }
 
 /// The header map of a head, its values sharing the head's memory.
@@ -320,9 +330,9 @@ pub(super) fn header_map(
 ) -> Result<HeaderMap, WireError> {
     let mut headers = HeaderMap::with_capacity(spans.len() + room);
     for span in spans {
-        let name = header_name(&head[span.name.0..span.name.1])
-            .map_err(|_| WireError::Head("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
+        let name =
+            header_name(span.name_in(head)).map_err(|_| WireError::Head("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value_range()))
             .map_err(|_| WireError::Head("invalid header value"))?;
         headers.append(name, value);
     }
