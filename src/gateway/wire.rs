@@ -862,6 +862,46 @@ mod tests {
         assert_eq!(r.framing, Framing::Length(7));
     }
 
+    /// Heads of more fields than the spans' array holds take the other way: every field
+    /// arrives, in order, with its value.
+    #[test]
+    fn heads_of_many_fields_keep_every_field() {
+        for n in [FEW - 1, FEW, FEW + 1, 60] {
+            let fields: String = (0..n).map(|i| format!("X-F{i}: v{i}\r\n")).collect();
+            let check = |headers: &HeaderMap| {
+                for i in 0..n {
+                    assert_eq!(headers[format!("x-f{i}")], format!("v{i}"), "{n} fields");
+                }
+            };
+
+            let (head, rest) = client(&format!("GET / HTTP/1.1\r\nHost: x\r\n{fields}\r\nNEXT"));
+            let ClientHead::Plain { parts, .. } = head else {
+                panic!("{n} fields: not plain");
+            };
+            assert_eq!(parts.headers.len(), n + 1);
+            check(&parts.headers);
+            assert_eq!(&rest[..], b"NEXT");
+
+            let text = format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n{fields}\r\n");
+            let head = parse(&text, Method::GET).unwrap().unwrap();
+            // Kept where they lie up to 24 fields, else in the map.
+            let fields: HeaderMap = match &head.kept {
+                Some(kept) => kept
+                    .fields()
+                    .map(|(name, value)| {
+                        let name = HeaderName::from_bytes(name).unwrap();
+                        (name, HeaderValue::from_bytes(value).unwrap())
+                    })
+                    .collect(),
+                None => head.parts.headers.clone(),
+            };
+            assert_eq!(head.kept.is_some(), n + 1 <= 24, "{n} fields");
+            assert_eq!(fields.len(), n + 1);
+            assert_eq!(fields["content-length"], "2");
+            check(&fields);
+        }
+    }
+
     #[test]
     fn bad_lengths_and_heads_are_errors() {
         for text in [
