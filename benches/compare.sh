@@ -8,7 +8,7 @@
 #   benches/compare.sh paired       # W1-W3 as paired rounds: nginx (auth off), vastgate-bcrypt
 #                                   # and vastgate (auth off) one after another in each round,
 #                                   # their order turning; each round's ratios, their medians
-#                                   # and how many rounds met each target (~6 minutes)
+#                                   # and how many rounds met each target (~7 minutes)
 #   benches/compare.sh flood        # only W8
 #   benches/compare.sh h2           # HTTP/2 over TLS with h2load (benches/h2.sh)
 #   benches/compare.sh streams      # W5-W7: WebSockets, 2 GiB up/down, SSE (benches/streams.sh)
