@@ -277,10 +277,13 @@ pub(super) struct Span {
 }
 
 impl Span {
+    /// The field's name in the head it was parsed from.
     pub fn name_in<'a>(&self, head: &'a [u8]) -> &'a [u8] {
         &head[self.name.0 as usize..self.name.1 as usize]
     }
 
+    /// Where the field's value lies in that head (a range, so that a value can share the
+    /// head's memory: `Bytes::slice`).
     pub fn value_range(&self) -> std::ops::Range<usize> {
         self.value.0 as usize..self.value.1 as usize
     }
