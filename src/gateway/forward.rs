@@ -9,14 +9,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::compress::{self, Compressed, Encoding};
 use super::headers::{self, Hop};
-use super::pool::{Connections, PoolError, PooledBody, RequestBody};
+use super::pool::{Connections, Outbound, PoolError, PooledBody};
 use super::rewrite::{Rewrite, Slot};
 use super::verbatim::{self, Verbatim};
 use super::{Body, BoxError};
@@ -38,21 +38,20 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends `req` (prepared by [`prepare`], its fields as `plan` rewrites them) to `upstream`,
-    /// waiting at most `timeout` for the response headers. `keep_fields`: an answer no header
-    /// rule changes may keep its fields [`verbatim`].
+    /// Sends `out` (a request prepared by [`prepare`], [`Outbound::of`]) to `upstream`, waiting
+    /// at most `timeout` for the response headers. `keep_fields`: an answer no header rule
+    /// changes may keep its fields [`verbatim`].
     pub async fn send(
         &self,
         upstream: &Authority,
-        req: Request<RequestBody>,
-        plan: &Rewrite,
+        out: Outbound,
         timeout: Duration,
         keep_fields: bool,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         let deadline = tokio::time::Instant::now() + timeout;
         match self
             .connections
-            .send(upstream, req, plan, keep_fields, deadline)
+            .send(upstream, out, keep_fields, deadline)
             .await
         {
             Err(PoolError::Timeout) => Err(UpstreamError::Timeout),
@@ -320,6 +319,7 @@ fn _assert_body(b: Body) -> impl HttpBody<Data = Bytes, Error = BoxError> {
 mod tests {
     use super::*;
     use crate::gateway::rewrite::carried_out;
+    use http::Request;
     use std::net::IpAddr;
 
     fn route(strip: bool, drop_ae: bool) -> Route {

@@ -17,7 +17,7 @@ use super::gatekeeper::{Admission, Knock};
 use super::headers::{self, Hop, UpgradeRequest, X_REQUEST_ID};
 use super::pages::{self, Audience, Problem};
 use super::path::canonicalize;
-use super::pool::RequestBody;
+use super::pool::{Outbound, RequestBody};
 use super::rewrite::{Rewrite, Slot};
 use super::router::{is_public, RouteMatch};
 use super::verbatim::Verbatim;
@@ -336,12 +336,12 @@ impl Gateway {
             .gatekeeper
             .scrub(&parts.headers, plan, route, user.as_ref());
 
+        let outbound = Outbound::of(parts, body, plan);
         let upstream_resp = match self
             .upstreams
             .send(
                 &route.upstream,
-                Request::from_parts(parts, body),
-                plan,
+                outbound,
                 route.response_timeout,
                 conn.own_codec,
             )

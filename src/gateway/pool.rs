@@ -103,24 +103,52 @@ pub struct Connections {
     pub idle_timeout: Duration,
 }
 
+/// A request on its way to an upstream.
+pub enum Outbound {
+    /// A body-less request, already written out as its head: the gateway's own codec sends it.
+    Plain { head: Vec<u8>, method: Method },
+    /// A request with a body or an upgrade, its fields rewritten: hyper's client sends it.
+    /// Boxed: the plain request is the usual one, and what carries it is moved on its way.
+    Hyper(Box<Request<RequestBody>>),
+}
+
+impl Outbound {
+    /// `parts` and `body` (origin-form URI) on their way out, their fields as `plan` rewrites
+    /// them. A body-less request is written out here, so that its parts need not travel on to
+    /// the connection.
+    pub fn of(mut parts: http::request::Parts, body: RequestBody, plan: &Rewrite) -> Outbound {
+        if matches!(body, RequestBody::Empty) && !plan.upgrades() {
+            let mut head = Vec::with_capacity(512 + 64 * parts.headers.len());
+            wire::encode_request(&parts, plan, &mut head);
+            return Outbound::Plain {
+                head,
+                method: parts.method,
+            };
+        }
+        plan.apply(&mut parts.headers);
+        Outbound::Hyper(Box::new(Request::from_parts(parts, body)))
+    }
+}
+
 impl Connections {
-    /// Sends `req` (origin-form URI) to `authority` on a pooled or new connection, its fields as
-    /// `plan` rewrites them, if its response head comes by `deadline`. `keep_fields`: a
-    /// body-less request's answer may keep its fields verbatim ([`wire::parse_response`]).
+    /// Sends `out` to `authority` on a pooled or new connection, if its response head comes by
+    /// `deadline`. `keep_fields`: a body-less request's answer may keep its fields verbatim
+    /// ([`wire::parse_response`]).
     pub async fn send(
         &self,
         authority: &Authority,
-        mut req: Request<RequestBody>,
-        plan: &Rewrite,
+        out: Outbound,
         keep_fields: bool,
         deadline: tokio::time::Instant,
     ) -> Result<Response<PooledBody>, PoolError> {
-        if matches!(req.body(), RequestBody::Empty) && !plan.upgrades() {
-            return self
-                .send_plain(authority, req, plan, keep_fields, deadline)
-                .await;
-        }
-        plan.apply(req.headers_mut());
+        let req = match out {
+            Outbound::Plain { head, method } => {
+                return self
+                    .send_plain(authority, &head, &method, keep_fields, deadline)
+                    .await;
+            }
+            Outbound::Hyper(req) => *req,
+        };
         // Boxed: its future is large and the hot path above should not carry (and copy) it.
         let sent = Box::pin(self.send_hyper(authority, req));
         match tokio::time::timeout_at(deadline, sent).await {
@@ -234,21 +262,18 @@ impl Connections {
         Ok(stream)
     }
 
-    /// Sends a body-less request on a plain socket: written as one buffer, answered into a
+    /// Sends a body-less request's `head` on a plain socket, as one buffer, answered into a
     /// [`PooledBody::Plain`]. A pooled socket the upstream closed meanwhile is replaced as
     /// [`Connections::send`] does it.
     async fn send_plain(
         &self,
         authority: &Authority,
-        req: Request<RequestBody>,
-        plan: &Rewrite,
+        head: &[u8],
+        method: &Method,
         keep_fields: bool,
         deadline: tokio::time::Instant,
     ) -> Result<Response<PooledBody>, PoolError> {
-        let (parts, _) = req.into_parts();
-        let mut head = Vec::with_capacity(512 + 64 * parts.headers.len());
-        wire::encode_request(&parts, plan, &mut head);
-        let idempotent = parts.method.is_idempotent();
+        let idempotent = method.is_idempotent();
         let mut fresh_only = false;
         loop {
             let pooled = if fresh_only {
@@ -270,7 +295,7 @@ impl Connections {
                 },
             };
             conn.deadline.set(deadline);
-            match exchange(&mut conn, &head, &parts.method, keep_fields).await {
+            match exchange(&mut conn, head, method, keep_fields).await {
                 Ok(resp) => {
                     let keep = resp.keep_alive.then(|| PlainCheckin {
                         authority: authority.clone(),
