@@ -5,10 +5,12 @@
 #   benches/compare.sh              # everything, W1-W10: the two below, then h2, streams,
 #                                   # startup and compress (~12 minutes)
 #   benches/compare.sh throughput   # only W1-W4
-#   benches/compare.sh paired       # W1-W3 as paired rounds: nginx (auth off), vastgate-bcrypt
-#                                   # and vastgate (auth off) one after another in each round,
-#                                   # their order turning; each round's ratios, their medians
-#                                   # and how many rounds met each target (~7 minutes)
+#   benches/compare.sh paired       # W1-W3 as paired rounds: nginx (auth off), vastgate-bcrypt,
+#                                   # vastgate (auth off) and a second, identical nginx one
+#                                   # after another in each round, their order turning; each
+#                                   # round's ratios, their medians, how many rounds met each
+#                                   # target, and nginx against itself: the ratios this machine
+#                                   # shows between two equal proxies (~9 minutes)
 #   benches/compare.sh flood        # only W8
 #   benches/compare.sh h2           # HTTP/2 over TLS with h2load (benches/h2.sh)
 #   benches/compare.sh streams      # W5-W7: WebSockets, 2 GiB up/down, SSE (benches/streams.sh)
@@ -356,6 +358,8 @@ if [[ $MODE = paired ]]; then
     start_nginx nginx off
     start_vastgate vastgate none off
     start_vastgate vastgate-bcrypt basic off
+    # The control: what the same ratios are between two equal proxies on this machine.
+    start_nginx nginx-again off
 else
     start_nginx nginx off
     start_nginx nginx-apr1 "$WORK/htpasswd.apr1"
@@ -464,14 +468,14 @@ if [[ $MODE = all || $MODE = throughput ]]; then
 fi
 
 # --- W1-W3 in paired rounds -------------------------------------------------------------------------
-# Runs minutes apart meet different machines: here the three are measured within half a minute
-# of each other, in every round, each taking its turn to go first.
+# Runs minutes apart meet different machines: here the four are measured within a minute of each
+# other, in every round, each taking its turn to go first.
 if [[ $MODE = paired ]]; then
     : >"$WORK/results.tsv"
-    PAIRED=(nginx vastgate-bcrypt vastgate)
+    PAIRED=(nginx vastgate-bcrypt vastgate nginx-again)
     for round in $(seq "$ROUNDS"); do
-        for i in 0 1 2; do
-            name=${PAIRED[$(((round + i) % 3))]}
+        for i in 0 1 2 3; do
+            name=${PAIRED[$(((round + i) % 4))]}
             echo "== round $round/$ROUNDS: $name" >&2
             run_wrk "$name" "$CONNECTIONS" "$round"
             run_wrk "$name" 1 "$round"
@@ -506,8 +510,9 @@ if [[ $MODE = paired ]]; then
             ok ? "met" : "MISSED", count(a, rounds, at_least), rounds
     }
     END {
-        printf "%5s %9s %9s %9s %7s %9s %6s %8s %8s %8s %8s %10s\n", "round", "nginx", "vg-bcrypt",
-            "vastgate", "W1 x", "CPU/req x", "W2 x", "1c p50", "W3 p50 x", "1c p99", "W3 p99 x", "idle % W1"
+        printf "%5s %9s %9s %9s %7s %9s %6s %8s %8s %8s %8s %10s  %s\n", "round", "nginx", "vg-bcrypt",
+            "vastgate", "W1 x", "CPU/req x", "W2 x", "1c p50", "W3 p50 x", "1c p99", "W3 p99 x", "idle % W1",
+            "control: W1 x, p50 x, p99 x"
         vb = "vastgate-bcrypt"
         for (i = 1; i <= rounds; i++) {
             w1[i] = r(rps, i, vb, "c"); cx[i] = r(cpu, i, vb, "c")
@@ -516,10 +521,14 @@ if [[ $MODE = paired ]]; then
             w2n[i] = w2[i] / 0.9
             w3a[i] = r(p50, i, vb, "1"); w3b[i] = r(p99, i, vb, "1")
             ni = idle[i, "nginx", "c"]; vi = idle[i, vb, "c"]; nis += ni; vis += vi
+            # The control: the second nginx over the first.
+            a1[i] = r(rps, i, "nginx-again", "c"); a50[i] = r(p50, i, "nginx-again", "1")
+            a99[i] = r(p99, i, "nginx-again", "1")
             if (w1[i] == 0 || w2[i] == 0 || w3a[i] == 0 || w3b[i] == 0) failed++
-            printf "%5d %9.0f %9.0f %9.0f %7.2f %9.2f %6.2f %8.0f %8.2f %8.0f %8.2f %4d / %3d\n", i,
+            if (a1[i] == 0 || a50[i] == 0 || a99[i] == 0) failed++
+            printf "%5d %9.0f %9.0f %9.0f %7.2f %9.2f %6.2f %8.0f %8.2f %8.0f %8.2f %4d / %3d  %.2f %.2f %.2f\n", i,
                 rps[i, "nginx", "c"], rps[i, vb, "c"], rps[i, "vastgate", "c"], w1[i], cx[i], w2[i],
-                p50[i, vb, "1"], w3a[i], p99[i, vb, "1"], w3b[i], ni, vi
+                p50[i, vb, "1"], w3a[i], p99[i, vb, "1"], w3b[i], ni, vi, a1[i], a50[i], a99[i]
         }
         print ""
         if (failed) printf "%d round(s) without every figure (a wrk run failed): its logs are kept\n", failed
@@ -535,6 +544,13 @@ if [[ $MODE = paired ]]; then
             w2ok ? "met" : "MISSED", count(w2n, rounds, 1), rounds
         line("W3 vastgate-bcrypt 1-connection p50 over nginx (auth off)", w3a, 0, "1.0")
         line("W3 vastgate-bcrypt 1-connection p99 over nginx (auth off)", w3b, 0, "1.0")
+        # Two equal proxies: how far apart this machine puts them. A ratio above whose rounds
+        # spread like these cannot be told from a tie.
+        printf "control, nginx-again over nginx: W1 median %.2fx (%.2f-%.2f), at least 1 in %d of %d rounds;",
+            median(a1, rounds), lowest(a1, rounds), highest(a1, rounds), count(a1, rounds, 1), rounds
+        printf " p50 %.2fx (%.2f-%.2f), at most 1 in %d; p99 %.2fx (%.2f-%.2f), at most 1 in %d\n",
+            median(a50, rounds), lowest(a50, rounds), highest(a50, rounds), count(a50, rounds, 0),
+            median(a99, rounds), lowest(a99, rounds), highest(a99, rounds), count(a99, rounds, 0)
     }' "$WORK/results.tsv" | tee "$WORK/paired.txt"
     grep -q "without every figure" "$WORK/paired.txt" && KEEP=1
     echo
