@@ -8,9 +8,10 @@
 #   benches/compare.sh paired       # W1-W3 as paired rounds: nginx (auth off), vastgate-bcrypt,
 #                                   # vastgate (auth off) and a second, identical nginx one
 #                                   # after another in each round, their order turning; each
-#                                   # round's ratios, their medians, how many rounds met each
+#                                   # round's ratios (over the mean of the two nginx), their
+#                                   # medians with 95 % intervals, how many rounds met each
 #                                   # target, and nginx against itself: the ratios this machine
-#                                   # shows between two equal proxies (~9 minutes)
+#                                   # shows between two equal proxies (~8 minutes)
 #   benches/compare.sh flood        # only W8
 #   benches/compare.sh h2           # HTTP/2 over TLS with h2load (benches/h2.sh)
 #   benches/compare.sh streams      # W5-W7: WebSockets, 2 GiB up/down, SSE (benches/streams.sh)
@@ -489,7 +490,13 @@ if [[ $MODE = paired ]]; then
         idle[k] = $12
         if ($1 > rounds) rounds = $1
     }
-    function r(a, round, t, c, d) { d = a[round, "nginx", c]; return d > 0 ? a[round, t, c] / d : 0 }
+    # Over nginx: the mean of its two runs in the round (nginx and nginx-again).
+    function r(a, round, t, c, d) {
+        d = (a[round, "nginx", c] + a[round, "nginx-again", c]) / 2
+        return d > 0 ? a[round, t, c] / d : 0
+    }
+    # Over the first nginx only: the control.
+    function first(a, round, t, c, d) { d = a[round, "nginx", c]; return d > 0 ? a[round, t, c] / d : 0 }
     function median(a, n,    i, j, v, s) {
         for (i = 1; i <= n; i++) s[i] = a[i]
         for (i = 2; i <= n; i++) { v = s[i]; for (j = i - 1; j >= 1 && s[j] > v; j--) s[j + 1] = s[j]; s[j + 1] = v }
@@ -528,7 +535,7 @@ if [[ $MODE = paired ]]; then
             lowest(a, rounds), highest(a, rounds), lo, hi
     }
     END {
-        printf "%5s %9s %9s %9s %7s %9s %6s %8s %8s %8s %8s %10s  %s\n", "round", "nginx", "vg-bcrypt",
+        printf "%5s %9s %9s %9s %7s %9s %6s %8s %8s %8s %8s %10s  %s\n", "round", "nginx 1st", "vg-bcrypt",
             "vastgate", "W1 x", "CPU/req x", "W2 x", "1c p50", "W3 p50 x", "1c p99", "W3 p99 x", "idle % W1",
             "control: W1 x, p50 x, p99 x"
         vb = "vastgate-bcrypt"
@@ -540,16 +547,17 @@ if [[ $MODE = paired ]]; then
             w3a[i] = r(p50, i, vb, "1"); w3b[i] = r(p99, i, vb, "1")
             ni = idle[i, "nginx", "c"]; vi = idle[i, vb, "c"]; nis += ni; vis += vi
             # The control: the second nginx over the first.
-            a1[i] = r(rps, i, "nginx-again", "c"); a50[i] = r(p50, i, "nginx-again", "1")
-            a99[i] = r(p99, i, "nginx-again", "1")
-            if (w1[i] == 0 || w2[i] == 0 || w3a[i] == 0 || w3b[i] == 0) failed++
-            if (a1[i] == 0 || a50[i] == 0 || a99[i] == 0) failed++
+            a1[i] = first(rps, i, "nginx-again", "c"); a50[i] = first(p50, i, "nginx-again", "1")
+            a99[i] = first(p99, i, "nginx-again", "1")
+            if (w1[i] == 0 || w2[i] == 0 || w3a[i] == 0 || w3b[i] == 0 || a1[i] == 0 || a50[i] == 0 || a99[i] == 0)
+                failed++
             printf "%5d %9.0f %9.0f %9.0f %7.2f %9.2f %6.2f %8.0f %8.2f %8.0f %8.2f %4d / %3d  %.2f %.2f %.2f\n", i,
                 rps[i, "nginx", "c"], rps[i, vb, "c"], rps[i, "vastgate", "c"], w1[i], cx[i], w2[i],
                 p50[i, vb, "1"], w3a[i], p99[i, vb, "1"], w3b[i], ni, vi, a1[i], a50[i], a99[i]
         }
         print ""
         if (failed) printf "%d round(s) without every figure (a wrk run failed): its logs are kept\n", failed
+        print "Ratios over nginx are over the mean of its two runs in the round (nginx, nginx-again)."
         line("W1 vastgate-bcrypt req/s over nginx (auth off), each round", w1, 1, "1.0")
         # A core that idles during W1 would mean the proxy is not what limits the run.
         printf "   the proxy core idle during W1: nginx %.0f %%, vastgate-bcrypt %.0f %% (mean of the rounds)\n",
