@@ -7,7 +7,7 @@
 #   benches/compare.sh throughput   # only W1-W4
 #   benches/compare.sh paired       # W1-W3 as paired rounds: nginx (auth off), vastgate-bcrypt,
 #                                   # vastgate (auth off) and a second, identical nginx one
-#                                   # after another in each round, their order turning; each
+#                                   # after another in each round, in a new random order; each
 #                                   # round's ratios (over the mean of the two nginx), their
 #                                   # medians with 95 % intervals, how many rounds met each
 #                                   # target, and nginx against itself: the ratios this machine
@@ -470,19 +470,27 @@ fi
 
 # --- W1-W3 in paired rounds -------------------------------------------------------------------------
 # Runs minutes apart meet different machines: here the four are measured within a minute of each
-# other, in every round, each taking its turn to go first.
+# other, in every round, in an order drawn anew.
 if [[ $MODE = paired ]]; then
     : >"$WORK/results.tsv"
+    : >"$WORK/order.tsv"
     PAIRED=(nginx vastgate-bcrypt vastgate nginx-again)
+    declare -A LETTER=([nginx]=N [vastgate-bcrypt]=B [vastgate]=V [nginx-again]=n)
     for round in $(seq "$ROUNDS"); do
-        for i in 0 1 2 3; do
-            name=${PAIRED[$(((round + i) % 4))]}
+        # A new order every round: what runs before a proxy (and its state left behind) is
+        # never the same one (a turning order keeps each proxy behind the same neighbour).
+        mapfile -t order < <(printf '%s\n' "${PAIRED[@]}" | shuf)
+        letters=
+        for name in "${order[@]}"; do
+            letters+=${LETTER[$name]}
             echo "== round $round/$ROUNDS: $name" >&2
             run_wrk "$name" "$CONNECTIONS" "$round"
             run_wrk "$name" 1 "$round"
         done
+        printf '%s\t%s\n' "$round" "$letters" >>"$WORK/order.tsv"
     done
     awk -F'\t' -v conns="$CONNECTIONS" '
+    FILENAME ~ /order.tsv$/ { order[$1] = $2; next }
     {
         k = $1 SUBSEP $2 SUBSEP ($3 == conns ? "c" : "1")
         rps[k] = $4; p50[k] = $6; p99[k] = $7
@@ -535,9 +543,9 @@ if [[ $MODE = paired ]]; then
             lowest(a, rounds), highest(a, rounds), lo, hi
     }
     END {
-        printf "%5s %9s %9s %9s %7s %9s %6s %8s %8s %8s %8s %10s  %s\n", "round", "nginx 1st", "vg-bcrypt",
+        printf "%5s %9s %9s %9s %7s %9s %6s %8s %8s %8s %8s %10s  %-19s %s\n", "round", "nginx 1st", "vg-bcrypt",
             "vastgate", "W1 x", "CPU/req x", "W2 x", "1c p50", "W3 p50 x", "1c p99", "W3 p99 x", "idle % W1",
-            "control: W1 x, p50 x, p99 x"
+            "control W1 p50 p99", "order"
         vb = "vastgate-bcrypt"
         for (i = 1; i <= rounds; i++) {
             w1[i] = r(rps, i, vb, "c"); cx[i] = r(cpu, i, vb, "c")
@@ -551,12 +559,14 @@ if [[ $MODE = paired ]]; then
             a99[i] = first(p99, i, "nginx-again", "1")
             if (w1[i] == 0 || w2[i] == 0 || w3a[i] == 0 || w3b[i] == 0 || a1[i] == 0 || a50[i] == 0 || a99[i] == 0)
                 failed++
-            printf "%5d %9.0f %9.0f %9.0f %7.2f %9.2f %6.2f %8.0f %8.2f %8.0f %8.2f %4d / %3d  %.2f %.2f %.2f\n", i,
+            printf "%5d %9.0f %9.0f %9.0f %7.2f %9.2f %6.2f %8.0f %8.2f %8.0f %8.2f %4d / %3d  %-19s %s\n", i,
                 rps[i, "nginx", "c"], rps[i, vb, "c"], rps[i, "vastgate", "c"], w1[i], cx[i], w2[i],
-                p50[i, vb, "1"], w3a[i], p99[i, vb, "1"], w3b[i], ni, vi, a1[i], a50[i], a99[i]
+                p50[i, vb, "1"], w3a[i], p99[i, vb, "1"], w3b[i], ni, vi,
+                sprintf("%.2f %.2f %.2f", a1[i], a50[i], a99[i]), order[i]
         }
         print ""
         if (failed) printf "%d round(s) without every figure (a wrk run failed): its logs are kept\n", failed
+        print "order: the round'"'"'s runs in turn, N nginx, B vastgate-bcrypt, V vastgate, n nginx-again"
         print "Ratios over nginx are over the mean of its two runs in the round (nginx, nginx-again)."
         line("W1 vastgate-bcrypt req/s over nginx (auth off), each round", w1, 1, "1.0")
         # A core that idles during W1 would mean the proxy is not what limits the run.
@@ -574,7 +584,7 @@ if [[ $MODE = paired ]]; then
         # these show cannot be told from a tie.
         print "control, the second nginx over the first (two equal proxies):"
         control("W1 req/s", a1); control("W3 p50", a50); control("W3 p99", a99)
-    }' "$WORK/results.tsv" | tee "$WORK/paired.txt"
+    }' "$WORK/order.tsv" "$WORK/results.tsv" | tee "$WORK/paired.txt"
     grep -q "without every figure" "$WORK/paired.txt" && KEEP=1
     echo
 fi
